@@ -1,0 +1,217 @@
+"""The attribution rules of ``shared/spec/attribution.md``, as pure functions.
+
+No I/O, no clock, no state: a normalised usage span and its ancestors, a directory and a
+price catalog in; an attributed event (or the reason it cannot be attributed) and heat
+events out. Read this module side by side with the spec: each function names its rule.
+
+``ancestors`` is always ordered from the parent up to the root (nearest first), so the
+*outermost* agent or workflow is the *last* match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from otel_processor.conventions import AGENT, MODEL, WORKFLOW, SpanRecord
+from otel_processor.directory import Directory
+from otel_processor.prices import PriceCatalog
+
+#: Label value for an agent/workflow span that names no id, or a model call without a model.
+UNKNOWN = "unknown"
+
+NO_CALLER = "no_caller"
+NOT_MEMBER = "not_member"
+AMBIGUOUS_TENANT = "ambiguous_tenant"
+UNATTRIBUTED_REASONS = (NO_CALLER, NOT_MEMBER, AMBIGUOUS_TENANT)
+
+AGENT_INVOCATION = "agent_invocation"
+WORKFLOW_RUN = "workflow_run"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One model call's tokens, attributed to a billing tenant and its member (R2-R5, R7)."""
+
+    tenant: str
+    caller: str
+    model: str
+    agent: str | None
+    workflow: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_pico: int | None  # None: the model has no price (R7, counted as unpriced)
+    outcome: str
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Unattributed:
+    """A model call excluded from cost metrics, with the reason (R3)."""
+
+    reason: str
+    tokens: int
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeatEvent:
+    """An agent invocation or a workflow run, platform-wide (R6)."""
+
+    kind: str  # AGENT_INVOCATION or WORKFLOW_RUN
+    asset: str
+    owner_tenant: str
+    caller: str | None
+
+
+def _nearest(record: SpanRecord, ancestors: Sequence[SpanRecord], field: str) -> str | None:
+    """R2: the value on the span itself, else on its nearest ancestor that has one.
+
+    A value on any span of the chain wins over the resource's: a resource attribute is the
+    process's default, a span attribute names this request. Resources are read last, in the
+    same order (the usage span's own resource first).
+    """
+    value = getattr(record, field)
+    if value is not None:
+        return value
+    for ancestor in ancestors:
+        value = getattr(ancestor, field)
+        if value is not None:
+            return value
+    resource_field = "resource_" + field
+    value = getattr(record, resource_field)
+    if value is not None:
+        return value
+    for ancestor in ancestors:
+        value = getattr(ancestor, resource_field)
+        if value is not None:
+            return value
+    return None
+
+
+def billing_tenant(caller: str | None, tenant: str | None, directory: Directory) -> str:
+    """R2 + R3: the billing tenant of a caller, or raise :class:`NotAttributable`."""
+    if caller is None:
+        raise NotAttributable(NO_CALLER)
+    if tenant is not None:
+        if directory.is_member(tenant, caller):
+            return tenant
+        raise NotAttributable(NOT_MEMBER)
+    tenants = directory.tenants_of(caller)
+    if len(tenants) == 1:
+        return next(iter(tenants))
+    raise NotAttributable(AMBIGUOUS_TENANT if tenants else NOT_MEMBER)
+
+
+class NotAttributable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def is_chat_workflow(record: SpanRecord, directory: Directory) -> bool:
+    """R5: a chat workflow, known from the span or from the directory."""
+    return record.chat_workflow or (
+        record.workflow_id is not None and directory.is_chatflow(record.workflow_id)
+    )
+
+
+def _agent_of(record: SpanRecord, directory: Directory) -> str | None:
+    """The agent this span stands for: an agent span, or a chat workflow bound to an agent."""
+    if record.kind == AGENT:
+        return record.agent_id or UNKNOWN
+    if record.kind == WORKFLOW and record.workflow_id is not None:
+        return directory.chatflow_agent(record.workflow_id)
+    return None
+
+
+def outermost_agent(ancestors: Sequence[SpanRecord], directory: Directory) -> str | None:
+    """R4 (with R5's stand-in): the outermost agent-invocation ancestor."""
+    for ancestor in reversed(ancestors):  # root first: the first match is the outermost
+        agent = _agent_of(ancestor, directory)
+        if agent is not None:
+            return agent
+    return None
+
+
+def outermost_workflow(ancestors: Sequence[SpanRecord], directory: Directory) -> str | None:
+    """R5: the outermost workflow ancestor that is not a chat workflow."""
+    for ancestor in reversed(ancestors):
+        if ancestor.kind == WORKFLOW and not is_chat_workflow(ancestor, directory):
+            return ancestor.workflow_id or UNKNOWN
+    return None
+
+
+def model_label(record: SpanRecord) -> str:
+    """The requested model is what admins recognise; dated snapshots would split the bars."""
+    return record.model or record.response_model or UNKNOWN
+
+
+def attribute_usage(
+    record: SpanRecord,
+    ancestors: Sequence[SpanRecord],
+    directory: Directory,
+    prices: PriceCatalog,
+) -> UsageEvent | Unattributed:
+    """R1-R5, R7: a model call and its ancestors to an attributed event or a reason."""
+    if record.kind != MODEL:
+        raise ValueError("only model-call spans carry usage (R1)")
+    model = model_label(record)
+    caller = _nearest(record, ancestors, "caller")
+    try:
+        tenant = billing_tenant(caller, _nearest(record, ancestors, "tenant"), directory)
+    except NotAttributable as exc:
+        return Unattributed(exc.reason, record.total_tokens, model)
+    price = prices.lookup(record.response_model, record.model)
+    cost = None
+    if price is not None:
+        cost = price.cost_pico(
+            record.input_tokens,
+            record.output_tokens,
+            record.cache_read_tokens,
+            record.cache_write_tokens,
+        )
+    return UsageEvent(
+        tenant=tenant,
+        caller=caller,  # type: ignore[arg-type]  # billing_tenant refused None
+        model=model,
+        agent=outermost_agent(ancestors, directory),
+        workflow=outermost_workflow(ancestors, directory),
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cache_read_tokens=record.cache_read_tokens,
+        cache_write_tokens=record.cache_write_tokens,
+        cost_pico=cost,
+        outcome=record.outcome,
+    )
+
+
+def heat_event(
+    record: SpanRecord, ancestors: Sequence[SpanRecord], directory: Directory
+) -> HeatEvent | None:
+    """R6: an agent invocation or workflow run, over all callers, with the owner tenant.
+
+    Every agent span counts (sub-agents too). A chat workflow bound to an agent counts as
+    an invocation of that agent only when nothing above it already stands for the agent.
+    Every non-chat workflow span is a run, nested runs included.
+    """
+    if record.kind == AGENT:
+        agent = record.agent_id or UNKNOWN
+        caller = _nearest(record, ancestors, "caller")
+        return HeatEvent(AGENT_INVOCATION, agent, directory.agent_owner(agent), caller)
+    if record.kind != WORKFLOW:
+        return None
+    if is_chat_workflow(record, directory):
+        agent = _agent_of(record, directory)
+        if agent is None or outermost_agent(ancestors, directory) is not None:
+            return None
+        caller = _nearest(record, ancestors, "caller")
+        return HeatEvent(AGENT_INVOCATION, agent, directory.agent_owner(agent), caller)
+    workflow = record.workflow_id or UNKNOWN
+    caller = _nearest(record, ancestors, "caller")
+    return HeatEvent(WORKFLOW_RUN, workflow, directory.workflow_owner(workflow), caller)

@@ -1,0 +1,124 @@
+"""A prometheus-client custom collector: the contract's families from a ledger snapshot.
+
+Scrape-time only: it copies the ledger under its lock (``Ledger.snapshot``) and yields
+metric families; nothing here is on the span path. No other module builds families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from otel_processor import metrics as m
+from otel_processor.directory import Directory
+from otel_processor.ledger import Ledger, Snapshot
+from otel_processor.prices import PICO_PER_USD
+
+
+class Health:
+    """What the collector reads of the pipeline's state besides the ledger."""
+
+    def __init__(
+        self,
+        *,
+        pending_traces: Callable[[], int] = lambda: 0,
+        directory_last_success: Callable[[], float | None] = lambda: None,
+        directory_failures: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.pending_traces = pending_traces
+        self.directory_last_success = directory_last_success
+        self.directory_failures = directory_failures
+
+
+def member_search(member, *, include_contact: bool) -> str:
+    """The ``search`` label: lower-cased name, and contact fields when the config allows."""
+    parts = [member.name]
+    if include_contact:
+        parts += [member.email, member.mis, member.phone]
+    return "|".join(p.lower() for p in parts if p)
+
+
+class TokenCollector(Collector):
+    """Yields every family of contract.md from a snapshot of the ledger and the directory."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        directory: Callable[[], Directory],
+        *,
+        health: Health | None = None,
+        search_contact_fields: bool = False,
+    ) -> None:
+        self._ledger = ledger
+        self._directory = directory
+        self._health = health or Health()
+        self._search_contact_fields = search_contact_fields
+
+    def describe(self) -> list[Metric]:
+        # Registration must not call collect(): the directory may not be loaded yet.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._ledger.snapshot()
+        for family in m.LEDGER_COUNTERS:
+            yield _counter(family, snap)
+        yield from self._heat_gauges(snap)
+        yield from self._info(self._directory())
+        yield from self._health_families()
+
+    def _heat_gauges(self, snap: Snapshot) -> Iterator[Metric]:
+        family = m.AGENT_USERS
+        users = GaugeMetricFamily(family.name, family.help, labels=family.labels)
+        for key, count in sorted(snap.agent_users.items()):
+            users.add_metric(key, count)
+        yield users
+
+    def _info(self, directory: Directory) -> Iterator[Metric]:
+        agents = InfoMetricFamily(m.AGENT_INFO.name, m.AGENT_INFO.help, labels=m.AGENT_INFO.labels)
+        for a in directory.agents.values():
+            agents.add_metric((a.owner_tenant, a.id, a.name, a.creator, a.created_at), {})
+        yield agents
+        wf = InfoMetricFamily(
+            m.WORKFLOW_INFO.name, m.WORKFLOW_INFO.help, labels=m.WORKFLOW_INFO.labels
+        )
+        for w in directory.workflows.values():
+            if w.kind != "chatflow":  # R5: the workflow dimension never shows a chat workflow
+                wf.add_metric((w.owner_tenant, w.id, w.name, w.creator, w.created_at), {})
+        yield wf
+        members = InfoMetricFamily(
+            m.MEMBER_INFO.name, m.MEMBER_INFO.help, labels=m.MEMBER_INFO.labels
+        )
+        contact = self._search_contact_fields
+        for tenant in directory.tenants.values():
+            for mem in tenant.members:
+                search = member_search(mem, include_contact=contact)
+                members.add_metric((tenant.id, mem.id, mem.name, search), {})
+        yield members
+
+    def _health_families(self) -> Iterator[Metric]:
+        h = self._health
+        yield GaugeMetricFamily(m.TRACES_PENDING.name, m.TRACES_PENDING.help, h.pending_traces())
+        last = h.directory_last_success()
+        gauge = GaugeMetricFamily(m.DIRECTORY_LAST_SUCCESS.name, m.DIRECTORY_LAST_SUCCESS.help)
+        if last is not None:
+            gauge.add_metric((), last)
+        yield gauge
+        yield CounterMetricFamily(
+            m.DIRECTORY_FAILURES.name, m.DIRECTORY_FAILURES.help, h.directory_failures()
+        )
+
+
+def _counter(family: m.Family, snap: Snapshot) -> Metric:
+    out = CounterMetricFamily(family.name, family.help, labels=family.labels)
+    table = snap.counters.get(family.name, {})
+    for key in sorted(table):
+        value = table[key]
+        out.add_metric(key, value / PICO_PER_USD if family.usd else value)
+    return out

@@ -1,0 +1,120 @@
+"""The metric catalogue of ``shared/spec/contract.md``: names, labels, help texts.
+
+Counters are keyed by tuples in label order. ``free`` marks the label positions that carry
+ids (unbounded in principle); past a metric's series cap they are replaced by
+:data:`OVERFLOW` so that totals stay exact while cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OVERFLOW = "__overflow__"
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str  # without the _total suffix for counters (prometheus-client adds it)
+    kind: str  # "counter" | "gauge" | "info"
+    labels: tuple[str, ...]
+    help: str
+    free: tuple[int, ...] = ()  # positions of id labels, replaced by OVERFLOW past the cap
+    usd: bool = False  # values are kept in integer pico-USD and exposed in USD
+
+
+_T = "type"
+
+MODEL_TOKENS = Family(
+    "llm_model_tokens", "counter", ("tenant", "model", _T),
+    "Tokens of the billing tenant's members by model (caller attribution).", (0, 1))
+MODEL_CACHE_TOKENS = Family(
+    "llm_model_cache_tokens", "counter", ("tenant", "model", _T),
+    "Cache read/write tokens (part of input) of the tenant's members by model.", (0, 1))
+MODEL_REQUESTS = Family(
+    "llm_model_requests", "counter", ("tenant", "model", "outcome"),
+    "Model calls of the tenant's members by outcome.", (0, 1))
+AGENT_TOKENS = Family(
+    "llm_agent_tokens", "counter", ("tenant", "agent", _T),
+    "Tokens of the tenant's members under the outermost agent, chat workflows included.",
+    (0, 1))
+WORKFLOW_TOKENS = Family(
+    "llm_workflow_tokens", "counter", ("tenant", "workflow", _T),
+    "Tokens of the tenant's members under the outermost workflow that is not a chat workflow.",
+    (0, 1))
+MEMBER_TOKENS = Family(
+    "llm_member_tokens", "counter", ("tenant", "member", _T),
+    "Tokens by calling member of the billing tenant.", (0, 1))
+MODEL_COST = Family(
+    "llm_model_cost_usd", "counter", ("tenant", "model"),
+    "Cost in USD from the price catalog, by model.", (0, 1), usd=True)
+AGENT_COST = Family(
+    "llm_agent_cost_usd", "counter", ("tenant", "agent"),
+    "Cost in USD from the price catalog, by outermost agent.", (0, 1), usd=True)
+WORKFLOW_COST = Family(
+    "llm_workflow_cost_usd", "counter", ("tenant", "workflow"),
+    "Cost in USD from the price catalog, by outermost non-chat workflow.", (0, 1), usd=True)
+MEMBER_COST = Family(
+    "llm_member_cost_usd", "counter", ("tenant", "member"),
+    "Cost in USD from the price catalog, by calling member.", (0, 1), usd=True)
+
+AGENT_INVOCATIONS = Family(
+    "llm_agent_invocations", "counter", ("owner_tenant", "agent"),
+    "Agent invocations (conversation turns), platform-wide, all callers.", (0, 1))
+AGENT_USERS = Family(
+    "llm_agent_users", "gauge", ("owner_tenant", "agent"),
+    "Distinct callers of the agent ever, platform-wide.", (0, 1))
+WORKFLOW_RUNS = Family(
+    "llm_workflow_runs", "counter", ("owner_tenant", "workflow"),
+    "Workflow runs (chat workflows excluded), platform-wide, all callers.", (0, 1))
+
+AGENT_INFO = Family(
+    "llm_agent", "info", ("owner_tenant", "agent", "name", "creator", "created_at"),
+    "Agents in the directory.")
+WORKFLOW_INFO = Family(
+    "llm_workflow", "info", ("owner_tenant", "workflow", "name", "creator", "created_at"),
+    "Workflows in the directory (chat workflows excluded).")
+MEMBER_INFO = Family(
+    "llm_member", "info", ("tenant", "member", "name", "search"),
+    "Tenant members in the directory.")
+
+UNATTRIBUTED_TOKENS = Family(
+    "llm_unattributed_tokens", "counter", ("reason",),
+    "Tokens excluded from cost metrics, by reason.")
+UNPRICED_TOKENS = Family(
+    "llm_unpriced_tokens", "counter", ("model",),
+    "Attributed tokens of models missing from the price catalog.", (0,))
+SPANS_RECEIVED = Family(
+    "llm_exporter_spans_received", "counter", ("transport",), "Spans received.")
+SPANS_REJECTED = Family(
+    "llm_exporter_spans_rejected", "counter", ("reason",), "Spans refused, by reason.")
+DUPLICATE_SPANS = Family(
+    "llm_exporter_duplicate_spans", "counter", (), "Spans delivered again and counted once.")
+TRACES_PENDING = Family(
+    "llm_exporter_traces_pending", "gauge", (), "Traces with spans still awaiting ancestors.")
+TRACES_FLUSHED = Family(
+    "llm_exporter_traces_flushed", "counter", ("reason",), "Traces attributed, by reason.")
+DIRECTORY_LAST_SUCCESS = Family(
+    "llm_exporter_directory_last_success_timestamp_seconds", "gauge", (),
+    "Unix time of the last successful directory load.")
+DIRECTORY_FAILURES = Family(
+    "llm_exporter_directory_refresh_failures", "counter", (),
+    "Directory loads or refreshes that failed (the last good directory stayed in force).")
+SERIES_OVERFLOW = Family(
+    "llm_exporter_series_overflow", "counter", ("metric",),
+    "Increments folded into the __overflow__ series because a metric hit its series cap.")
+
+#: Counters kept in the ledger, in exposition order.
+LEDGER_COUNTERS = (
+    MODEL_TOKENS, MODEL_CACHE_TOKENS, MODEL_REQUESTS, AGENT_TOKENS, WORKFLOW_TOKENS,
+    MEMBER_TOKENS, MODEL_COST, AGENT_COST, WORKFLOW_COST, MEMBER_COST,
+    AGENT_INVOCATIONS, WORKFLOW_RUNS, UNATTRIBUTED_TOKENS, UNPRICED_TOKENS,
+    SPANS_RECEIVED, SPANS_REJECTED, DUPLICATE_SPANS, TRACES_FLUSHED, SERIES_OVERFLOW,
+)
+
+#: Label sets that exist from the first scrape, at 0 (style habit 8).
+KNOWN_SERIES = {
+    UNATTRIBUTED_TOKENS.name: (("no_caller",), ("not_member",), ("ambiguous_tenant",)),
+    SPANS_RECEIVED.name: (("otlp_http",), ("in_process",)),
+    DUPLICATE_SPANS.name: ((),),
+    TRACES_FLUSHED.name: (("complete",), ("timeout",), ("capacity",)),
+}
