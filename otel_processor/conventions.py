@@ -123,45 +123,59 @@ class SpanRecord:
         return self.input_tokens + self.output_tokens
 
 
-class _Merged(Mapping):
-    """Span attributes over resource attributes, without copying either."""
-
-    __slots__ = ("_top", "_bottom")
-
-    def __init__(self, top: Mapping, bottom: Mapping) -> None:
-        self._top, self._bottom = top, bottom
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return self._top[key]
-        except KeyError:
-            return self._bottom[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self._top.get(key)
-        return self._bottom.get(key, default) if value is None else value
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._top or key in self._bottom
-
-    def __iter__(self):
-        yield from self._top
-        yield from (k for k in self._bottom if k not in self._top)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-def _first(attrs: Mapping, names: tuple[str, ...]) -> Any:
-    for name in names:
-        value = attrs.get(name)
-        if value is not None and value != "":
-            return value
-    return None
+# attribute name -> ((field, rank), ...): one pass over a span's attributes finds every
+# field; the lowest rank (the earliest name in the tables above) wins. Immutable.
+_FIELD_TABLES = {
+    "agent_id": AGENT_ID,
+    "workflow_id": WORKFLOW_ID,
+    "input": INPUT_TOKENS,
+    "output": OUTPUT_TOKENS,
+    "cache_read": CACHE_READ_TOKENS,
+    "cache_write": CACHE_WRITE_TOKENS,
+    "model": REQUEST_MODEL,
+    "response_model": RESPONSE_MODEL,
+    "provider": PROVIDER,
+    "caller": CALLER,
+    "tenant": TENANT,
+    "conversation": CONVERSATION,
+    "workflow_type": WORKFLOW_TYPE,
+    "app_mode": DIFY_APP_MODE,
+    "op": ("gen_ai.operation.name",),
+    "oi_kind": ("openinference.span.kind",),
+    "dify_kind": ("gen_ai.span.kind",),
+    "coze_type": ("cozeloop.span_type",),
+    "tl_request": ("llm.request.type",),
+    "tl_kind": ("traceloop.span.kind",),
+    "dify_workflow": ("dify.workflow_id",),
+    "workflow_mode": ("workflow_mode",),
+    "error_type": ("error.type",),
+    "metadata": (OPENINFERENCE_METADATA,),
+}
+_INDEX: dict[str, tuple[tuple[str, int], ...]] = {}
+for _field, _names in _FIELD_TABLES.items():
+    for _rank, _name in enumerate(_names):
+        _INDEX[_name] = (*_INDEX.get(_name, ()), (_field, _rank))
+del _field, _names, _rank, _name
 
 
-def _ident(attrs: Mapping, names: tuple[str, ...], field: str) -> str | None:
-    value = _first(attrs, names)
+def scan(attributes: Mapping) -> dict[str, Any]:
+    """One pass over a span's attributes: field -> the value of its first-ranked name."""
+    found: dict[str, Any] = {}
+    ranks: dict[str, int] = {}
+    index = _INDEX
+    for key, value in attributes.items():
+        specs = index.get(key)
+        if specs is None or value is None or value == "":
+            continue
+        for field, rank in specs:
+            if rank < ranks.get(field, 99):
+                ranks[field] = rank
+                found[field] = value
+    return found
+
+
+def _ident(found: Mapping, field: str) -> str | None:
+    value = found.get(field)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -172,10 +186,10 @@ def _ident(attrs: Mapping, names: tuple[str, ...], field: str) -> str | None:
     return value or None
 
 
-def _tokens(attrs: Mapping, names: tuple[str, ...], field: str) -> int | None:
-    value = _first(attrs, names)
-    if value is None:
-        return None
+def _tokens(found: Mapping, field: str) -> int | None:
+    value = found.get(field)
+    if value is None or type(value) is int and 0 <= value <= MAX_TOKENS_PER_SPAN:
+        return value
     if isinstance(value, bool):
         raise InvalidSpan("invalid_token_count", f"{field} is a boolean")
     if isinstance(value, str):
@@ -197,34 +211,39 @@ def _tokens(attrs: Mapping, names: tuple[str, ...], field: str) -> int | None:
     return value
 
 
-def span_kind(attrs: Mapping) -> str:
-    """Classify a span: model call, agent, workflow, tool or other (first match wins)."""
-    op = attrs.get("gen_ai.operation.name")
+def kind_of(found: Mapping) -> str:
+    """Classify scanned fields: model call, agent, workflow, tool or other (first match wins)."""
+    op = found.get("op")
     if op is not None:
         kind = _OPERATION_KIND.get(op)
         if kind is not None:
             return kind
-    oi = attrs.get("openinference.span.kind")
+    oi = found.get("oi_kind")
     if oi is not None:
         kind = _OPENINFERENCE_KIND.get(str(oi).upper())
         if kind is not None:
             return kind
-    if attrs.get("gen_ai.span.kind") == "LLM" or attrs.get("cozeloop.span_type") == "model":
+    if found.get("dify_kind") == "LLM" or found.get("coze_type") == "model":
         return MODEL
-    if attrs.get("llm.request.type") is not None:
+    if "tl_request" in found:
         return MODEL
-    tl = attrs.get("traceloop.span.kind")
+    tl = found.get("tl_kind")
     if tl is not None:
         kind = _TRACELOOP_KIND.get(tl)
         if kind is not None:
             return kind
-    if attrs.get("dify.workflow_id") is not None or attrs.get("workflow_mode") is not None:
+    if "dify_workflow" in found or "workflow_mode" in found:
         return WORKFLOW
     return OTHER
 
 
-def _metadata_tenant(attrs: Mapping) -> str | None:
-    raw = attrs.get(OPENINFERENCE_METADATA)
+def span_kind(attributes: Mapping) -> str:
+    """Classify a span by its attributes (see :func:`kind_of`)."""
+    return kind_of(scan(attributes))
+
+
+def _metadata_tenant(found: Mapping) -> str | None:
+    raw = found.get("metadata")
     if not isinstance(raw, str) or "tenant_id" not in raw:
         return None
     try:
@@ -232,16 +251,31 @@ def _metadata_tenant(attrs: Mapping) -> str | None:
     except ValueError:
         return None
     value = doc.get("tenant_id") if isinstance(doc, dict) else None
-    return _ident({"tenant_id": value}, ("tenant_id",), "metadata.tenant_id")
+    return _ident({"metadata.tenant_id": value}, "metadata.tenant_id")
 
 
-def _is_chat_workflow(attrs: Mapping) -> bool:
-    if attrs.get("gen_ai.workflow.type") == "chatflow":
+def _is_chat_workflow(found: Mapping) -> bool:
+    if found.get("workflow_type") == "chatflow" or found.get("app_mode") == "advanced-chat":
         return True
-    if _first(attrs, DIFY_APP_MODE) == "advanced-chat":
-        return True
-    mode = attrs.get("workflow_mode")
+    mode = found.get("workflow_mode")
     return mode is not None and str(mode) == "3"
+
+
+# Resources are few and shared by many spans: their scan is kept, keyed by identity.
+# Bounded; cleared when full. Plain dict operations, atomic under the GIL.
+_RESOURCE_CACHE: dict[int, tuple[Mapping, dict[str, Any]]] = {}
+_RESOURCE_CACHE_SIZE = 256
+
+
+def _scan_resource(resource_attributes: Mapping) -> dict[str, Any]:
+    cached = _RESOURCE_CACHE.get(id(resource_attributes))
+    if cached is not None and cached[0] is resource_attributes:
+        return cached[1]
+    found = scan(resource_attributes)
+    if len(_RESOURCE_CACHE) >= _RESOURCE_CACHE_SIZE:
+        _RESOURCE_CACHE.clear()
+    _RESOURCE_CACHE[id(resource_attributes)] = (resource_attributes, found)
+    return found
 
 
 def normalize(
@@ -253,28 +287,53 @@ def normalize(
 ) -> SpanRecord:
     """Read one span into a :class:`SpanRecord`.
 
-    ``error`` is true when the span's status is ERROR. Raises :class:`InvalidSpan` for data
-    that cannot be believed (a negative token count, an id that is not a string, ...).
+    Resource attributes sit under span attributes, field by field: a span's own value wins.
+    Caller and tenant from the resource are kept apart as a fallback (``resource_caller``,
+    ``resource_tenant``). ``error`` is true when the span's status is ERROR. Raises
+    :class:`InvalidSpan` for data that cannot be believed (a negative token count, an id
+    that is not a string, ...).
     """
-    span_attrs: Mapping = attributes or {}
-    attrs = _Merged(span_attrs, resource_attributes) if resource_attributes else span_attrs
-    kind = span_kind(attrs)
-    caller = _ident(span_attrs, CALLER, "caller")
-    tenant = _ident(span_attrs, TENANT, "tenant") or _metadata_tenant(span_attrs)
+    return from_fields(
+        scan(attributes) if attributes else {},
+        resource_attributes,
+        error=error,
+        duration_ns=duration_ns,
+    )
+
+
+def from_fields(
+    found: dict[str, Any],
+    resource_attributes: Mapping | None = None,
+    *,
+    error: bool = False,
+    duration_ns: int | None = None,
+) -> SpanRecord:
+    """:func:`normalize` for attributes already read by :func:`scan` (read them once)."""
     res_caller = res_tenant = None
     if resource_attributes:
-        res_caller = _ident(resource_attributes, CALLER, "resource caller")
-        res_tenant = _ident(resource_attributes, TENANT, "resource tenant")
-    conversation = _ident(attrs, CONVERSATION, "conversation")
-    if error or attrs.get("error.type") is not None:
-        outcome = "error"
-    else:
-        outcome = "ok"
+        res = _scan_resource(resource_attributes)
+        if res:
+            res_caller = _ident(res, "caller")
+            res_tenant = _ident(res, "tenant")
+            merged = {**res, **found}
+            for field in ("caller", "tenant", "metadata"):  # span-only; see resource_*
+                if field not in found:
+                    merged.pop(field, None)
+            found = merged
+    return _record(found, res_caller, res_tenant, error, duration_ns)
+
+
+def _record(found, res_caller, res_tenant, error, duration_ns) -> SpanRecord:
+    kind = kind_of(found)
+    caller = _ident(found, "caller")
+    tenant = _ident(found, "tenant") or _metadata_tenant(found)
+    outcome = "error" if error or "error_type" in found else "ok"
+    conversation = _ident(found, "conversation")
     if kind == MODEL:
-        tin = _tokens(attrs, INPUT_TOKENS, "input_tokens")
-        tout = _tokens(attrs, OUTPUT_TOKENS, "output_tokens")
-        cread = _tokens(attrs, CACHE_READ_TOKENS, "cache_read_tokens")
-        cwrite = _tokens(attrs, CACHE_WRITE_TOKENS, "cache_write_tokens")
+        tin = _tokens(found, "input")
+        tout = _tokens(found, "output")
+        cread = _tokens(found, "cache_read")
+        cwrite = _tokens(found, "cache_write")
         has_usage = not (tin is None and tout is None and cread is None and cwrite is None)
         tin, tout, cread, cwrite = tin or 0, tout or 0, cread or 0, cwrite or 0
         if cread + cwrite > tin:
@@ -288,9 +347,9 @@ def normalize(
             cache_read_tokens=cread,
             cache_write_tokens=cwrite,
             has_usage=has_usage,
-            model=_ident(attrs, REQUEST_MODEL, "model"),
-            response_model=_ident(attrs, RESPONSE_MODEL, "response_model"),
-            provider=_ident(attrs, PROVIDER, "provider"),
+            model=_ident(found, "model"),
+            response_model=_ident(found, "response_model"),
+            provider=_ident(found, "provider"),
             caller=caller,
             tenant=tenant,
             resource_caller=res_caller,
@@ -301,9 +360,9 @@ def normalize(
         )
     return SpanRecord(
         kind=kind,
-        agent_id=_ident(attrs, AGENT_ID, "agent_id") if kind == AGENT else None,
-        workflow_id=_ident(attrs, WORKFLOW_ID, "workflow_id") if kind == WORKFLOW else None,
-        chat_workflow=kind == WORKFLOW and _is_chat_workflow(attrs),
+        agent_id=_ident(found, "agent_id") if kind == AGENT else None,
+        workflow_id=_ident(found, "workflow_id") if kind == WORKFLOW else None,
+        chat_workflow=kind == WORKFLOW and _is_chat_workflow(found),
         caller=caller,
         tenant=tenant,
         resource_caller=res_caller,

@@ -77,10 +77,15 @@ class Asset:
     agent: str | None = None
 
 
+def _values(items: Iterable | Mapping) -> Iterable:
+    return items.values() if isinstance(items, Mapping) else items
+
+
 class Directory:
     """An immutable snapshot of tenants, members and assets; every query is one dict lookup.
 
-    Build it with :func:`parse_directory` (validated), or from already valid objects.
+    Build it with :func:`parse_directory` (validated), or from already valid objects
+    (iterables of, or mappings by id to, :class:`Tenant` and :class:`Asset`).
     """
 
     __slots__ = ("tenants", "agents", "workflows", "_members", "_tenants_of")
@@ -92,9 +97,11 @@ class Directory:
         workflows: Iterable[Asset] = (),
     ) -> None:
         # Everything is built here and never mutated afterwards: read-only, no lock needed.
-        self.tenants: Mapping[str, Tenant] = MappingProxyType({t.id: t for t in tenants})
-        self.agents: Mapping[str, Asset] = MappingProxyType({a.id: a for a in agents})
-        self.workflows: Mapping[str, Asset] = MappingProxyType({w.id: w for w in workflows})
+        self.tenants: Mapping[str, Tenant] = MappingProxyType({t.id: t for t in _values(tenants)})
+        self.agents: Mapping[str, Asset] = MappingProxyType({a.id: a for a in _values(agents)})
+        self.workflows: Mapping[str, Asset] = MappingProxyType(
+            {w.id: w for w in _values(workflows)}
+        )
         members: dict[tuple[str, str], Member] = {}
         tenants_of: dict[str, set[str]] = {}
         for tenant in self.tenants.values():
@@ -395,9 +402,9 @@ class DirectorySource:
         self._source = "" if self._static is not None else os.fspath(source)
         self._url = _is_url(self._source)
         self._where = _describe(self._source) or "<in-memory directory>"
-        self._session = session or requests.Session()
+        self._session = session or requests.Session()  # reused between polls: keep-alive
         # Swapped whole by a successful load (one reference store, atomic): readers take no lock.
-        self._current: Directory = self._static or Directory.empty()
+        self._current = self._static if self._static is not None else Directory.empty()
         # Serialises loads; guards _etag, _file_seen, _file_ok and the three health fields below
         # (written under it, read without it: each is one attribute read).
         self._load_lock = threading.Lock()
@@ -444,8 +451,9 @@ class DirectorySource:
                     return False  # unchanged since it failed: nothing new to count
             except Exception as exc:  # never raise: a bad directory must not stop the service
                 self.refresh_failures += 1
-                self.last_error = str(exc)
-                logger.warning("directory %s not loaded, last good kept: %s", self._where, exc)
+                known = isinstance(exc, DirectoryError)
+                self.last_error = str(exc) if known else f"{self._where}: {exc!r}"
+                logger.warning("directory not loaded, last good kept: %s", self.last_error)
                 return False
             self.last_success, self.last_error = self._clock(), None
             return True

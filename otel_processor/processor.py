@@ -29,8 +29,10 @@ from otel_processor.conventions import (
     WORKFLOW,
     InvalidSpan,
     SpanRecord,
+    from_fields,
+    kind_of,
     normalize,
-    span_kind,
+    scan,
 )
 from otel_processor.directory import Directory, DirectorySource
 from otel_processor.ledger import Ledger
@@ -167,14 +169,14 @@ class TokenAttributionProcessor(SpanProcessor):
             self._open.pop(ctx.span_id, None)
             self._release_trace(ctx.trace_id)
         self._count(m.SPANS_RECEIVED.name, ("in_process",))
-        attributes = span.attributes or {}
-        if span_kind(attributes) not in _ATTRIBUTED_KINDS:
+        found = scan(span.attributes or {})
+        if kind_of(found) not in _ATTRIBUTED_KINDS:
             return
         duration = None
         if span.end_time is not None and span.start_time is not None:
             duration = span.end_time - span.start_time
-        record = normalize(
-            attributes,
+        record = from_fields(
+            found,
             _resource_attributes(span),
             error=span.status.status_code is StatusCode.ERROR,
             duration_ns=duration,

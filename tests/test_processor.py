@@ -156,7 +156,7 @@ def test_on_end_never_raises_into_the_application(pipeline, caplog):
     p = pipeline()
 
     class Broken(dict):
-        def get(self, key, default=None):
+        def items(self):
             raise RuntimeError("boom")
 
     span = p.tracer.start_span("x")
