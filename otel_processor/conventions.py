@@ -62,8 +62,11 @@ CACHE_WRITE_TOKENS = (
     "gen_ai.usage.cache_creation_input_tokens",
     "llm.token_count.prompt_details.cache_write",
 )
-REQUEST_MODEL = ("gen_ai.request.model", "llm.model_name", "embedding.model_name")
-RESPONSE_MODEL = ("gen_ai.response.model",)
+REQUEST_MODEL = ("gen_ai.request.model",)
+# OpenInference's model_name is the response model; its requested model sits in the JSON
+# invocation parameters (read by _openinference_model).
+RESPONSE_MODEL = ("gen_ai.response.model", "llm.model_name", "embedding.model_name")
+OPENINFERENCE_PARAMETERS = ("llm.invocation_parameters", "embedding.invocation_parameters")
 PROVIDER = ("gen_ai.provider.name", "gen_ai.system", "llm.system", "llm.provider")
 CALLER = (
     "enduser.id",
@@ -150,6 +153,7 @@ _FIELD_TABLES = {
     "workflow_mode": ("workflow_mode",),
     "error_type": ("error.type",),
     "metadata": (OPENINFERENCE_METADATA,),
+    "oi_parameters": OPENINFERENCE_PARAMETERS,
 }
 _INDEX: dict[str, tuple[tuple[str, int], ...]] = {}
 for _field, _names in _FIELD_TABLES.items():
@@ -254,6 +258,28 @@ def _metadata_tenant(found: Mapping) -> str | None:
     return _ident({"metadata.tenant_id": value}, "metadata.tenant_id")
 
 
+def _openinference_model(found: Mapping) -> str | None:
+    raw = found.get("oi_parameters")
+    if not isinstance(raw, str) or '"model"' not in raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    value = doc.get("model") if isinstance(doc, dict) else None
+    return _ident({"model": value}, "model")
+
+
+def _id_from_name(name: str | None, prefix: str) -> str | None:
+    """An id that only the span name carries (``invoke_workflow summarize``, an OpenInference
+    decorator's ``support-bot``)."""
+    if not name or name == prefix.strip():  # the bare operation name says no id
+        return None
+    if name.startswith(prefix):
+        name = name[len(prefix):]
+    return _ident({"name": name}, "name")
+
+
 def _is_chat_workflow(found: Mapping) -> bool:
     if found.get("workflow_type") == "chatflow" or found.get("app_mode") == "advanced-chat":
         return True
@@ -284,6 +310,7 @@ def normalize(
     *,
     error: bool = False,
     duration_ns: int | None = None,
+    name: str | None = None,
 ) -> SpanRecord:
     """Read one span into a :class:`SpanRecord`.
 
@@ -291,13 +318,15 @@ def normalize(
     Caller and tenant from the resource are kept apart as a fallback (``resource_caller``,
     ``resource_tenant``). ``error`` is true when the span's status is ERROR. Raises
     :class:`InvalidSpan` for data that cannot be believed (a negative token count, an id
-    that is not a string, ...).
+    that is not a string, ...). ``name`` is the span name: the id of an agent or workflow
+    span that carries none in its attributes.
     """
     return from_fields(
         scan(attributes) if attributes else {},
         resource_attributes,
         error=error,
         duration_ns=duration_ns,
+        name=name,
     )
 
 
@@ -307,6 +336,7 @@ def from_fields(
     *,
     error: bool = False,
     duration_ns: int | None = None,
+    name: str | None = None,
 ) -> SpanRecord:
     """:func:`normalize` for attributes already read by :func:`scan` (read them once)."""
     res_caller = res_tenant = None
@@ -320,10 +350,10 @@ def from_fields(
                 if field not in found:
                     merged.pop(field, None)
             found = merged
-    return _record(found, res_caller, res_tenant, error, duration_ns)
+    return _record(found, res_caller, res_tenant, error, duration_ns, name)
 
 
-def _record(found, res_caller, res_tenant, error, duration_ns) -> SpanRecord:
+def _record(found, res_caller, res_tenant, error, duration_ns, name) -> SpanRecord:
     kind = kind_of(found)
     caller = _ident(found, "caller")
     tenant = _ident(found, "tenant") or _metadata_tenant(found)
@@ -347,7 +377,7 @@ def _record(found, res_caller, res_tenant, error, duration_ns) -> SpanRecord:
             cache_read_tokens=cread,
             cache_write_tokens=cwrite,
             has_usage=has_usage,
-            model=_ident(found, "model"),
+            model=_ident(found, "model") or _openinference_model(found),
             response_model=_ident(found, "response_model"),
             provider=_ident(found, "provider"),
             caller=caller,
@@ -358,10 +388,15 @@ def _record(found, res_caller, res_tenant, error, duration_ns) -> SpanRecord:
             outcome=outcome,
             duration_ns=duration_ns,
         )
+    agent_id = workflow_id = None
+    if kind == AGENT:
+        agent_id = _ident(found, "agent_id") or _id_from_name(name, "invoke_agent ")
+    elif kind == WORKFLOW:
+        workflow_id = _ident(found, "workflow_id") or _id_from_name(name, "invoke_workflow ")
     return SpanRecord(
         kind=kind,
-        agent_id=_ident(found, "agent_id") if kind == AGENT else None,
-        workflow_id=_ident(found, "workflow_id") if kind == WORKFLOW else None,
+        agent_id=agent_id,
+        workflow_id=workflow_id,
         chat_workflow=kind == WORKFLOW and _is_chat_workflow(found),
         caller=caller,
         tenant=tenant,

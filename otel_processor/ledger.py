@@ -74,6 +74,20 @@ def heat_increments(event: HeatEvent) -> list[Increment]:
     return [(m.WORKFLOW_RUNS.name, (event.owner_tenant, event.asset), 1)]
 
 
+def effects(
+    event: UsageEvent | Unattributed | HeatEvent,
+) -> tuple[list[Increment], tuple[str, str, str] | None]:
+    """An attribution result as increments, and the (owner, agent, caller) it makes known."""
+    if isinstance(event, UsageEvent):
+        return usage_increments(event), None
+    if isinstance(event, Unattributed):
+        return unattributed_increments(event), None
+    user = None
+    if event.kind == AGENT_INVOCATION and event.caller is not None:
+        user = (event.owner_tenant, event.asset, event.caller)
+    return heat_increments(event), user
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A consistent copy of the ledger, taken under its lock."""
@@ -110,21 +124,43 @@ class Ledger:
         self._agent_users: dict[tuple[str, str], set[str]] = {}
         self._agent_user_pairs = 0  # guarded by _lock
 
-    def add(self, increments: Iterable[Increment]) -> None:
-        """Add increments; past a metric's cap its id labels fold into ``__overflow__``."""
+    def add(
+        self, increments: Iterable[Increment], applied: list[Increment] | None = None
+    ) -> None:
+        """Add increments; past a metric's cap its id labels fold into ``__overflow__``.
+
+        With ``applied``, what was really added (overflow keys, overflow counts) is appended
+        to it, for a store that must persist exactly what the ledger holds.
+        """
         with self._lock:
             for name, key, amount in increments:
                 table = self._counters[name]
                 if key not in table and len(table) >= self._max_series:
-                    key = self._overflow_key(name, key)
+                    key = self._overflow_key(name, key, applied)
                 table[key] = table.get(key, 0) + amount
+                if applied is not None:
+                    applied.append((name, key, amount))
 
-    def _overflow_key(self, name: str, key: tuple[str, ...]) -> tuple[str, ...]:
+    def _overflow_key(
+        self, name: str, key: tuple[str, ...], applied: list[Increment] | None
+    ) -> tuple[str, ...]:
         # caller holds _lock
         free = _FAMILIES[name].free
         overflow = m.SERIES_OVERFLOW.name
         self._counters[overflow][(name,)] = self._counters[overflow].get((name,), 0) + 1
+        if applied is not None:
+            applied.append((overflow, (name,), 1))
         return tuple(m.OVERFLOW if i in free else v for i, v in enumerate(key))
+
+    def reset(self) -> None:
+        """Forget everything (before loading the durable state again)."""
+        fresh = Ledger(
+            max_series_per_metric=self._max_series, max_agent_users=self._max_agent_users
+        )
+        with self._lock:
+            self._counters = fresh._counters
+            self._agent_users = fresh._agent_users
+            self._agent_user_pairs = 0
 
     def add_agent_user(self, owner_tenant: str, agent: str, caller: str) -> bool:
         """Remember a distinct caller of an agent (R6); False when the bound is reached."""
@@ -145,14 +181,26 @@ class Ledger:
 
     def record(self, event: UsageEvent | Unattributed | HeatEvent) -> None:
         """Add one attribution result."""
-        if isinstance(event, UsageEvent):
-            self.add(usage_increments(event))
-        elif isinstance(event, Unattributed):
-            self.add(unattributed_increments(event))
-        else:
-            self.add(heat_increments(event))
-            if event.kind == AGENT_INVOCATION and event.caller is not None:
-                self.add_agent_user(event.owner_tenant, event.asset, event.caller)
+        increments, user = effects(event)
+        self.add(increments)
+        if user is not None:
+            self.add_agent_user(*user)
+
+    def load(
+        self,
+        totals: dict[str, dict[tuple[str, ...], int]],
+        agent_users: Iterable[tuple[str, str, str]] = (),
+    ) -> None:
+        """Add persisted totals and users (a restart); unknown families are ignored."""
+        with self._lock:
+            for name, table in totals.items():
+                mine = self._counters.get(name)
+                if mine is None:
+                    continue
+                for key, amount in table.items():
+                    mine[key] = mine.get(key, 0) + amount
+        for owner, agent, caller in agent_users:
+            self.add_agent_user(owner, agent, caller)
 
     def snapshot(self) -> Snapshot:
         with self._lock:

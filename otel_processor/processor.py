@@ -49,14 +49,22 @@ _OTHER_RECORD = SpanRecord(kind=OTHER)
 
 
 class _Open:
-    """A started span not yet ended; ``record`` is normalised lazily, once."""
+    """A started span not yet ended, as its descendants see it.
 
-    __slots__ = ("span", "trace_id", "record")
+    ``record`` is normalised lazily and again whenever the span's attribute count changed
+    (an instrumentation may set its ids after the start). ``parked`` holds descendants'
+    spans waiting for this span's attributes (it had none when they ended).
+    """
+
+    __slots__ = ("span", "trace_id", "record", "seen_attrs", "open", "parked")
 
     def __init__(self, span: Span, trace_id: int) -> None:
         self.span = span
         self.trace_id = trace_id
         self.record: SpanRecord | None = None
+        self.seen_attrs = -1
+        self.open = True  # guarded by the processor's _lock
+        self.parked: list | None = None  # guarded by the processor's _lock
 
 
 class TokenAttributionProcessor(SpanProcessor):
@@ -103,6 +111,7 @@ class TokenAttributionProcessor(SpanProcessor):
         self._lock = threading.Lock()
         self._open: dict[int, _Open] = {}  # span id -> open span; guarded by _lock, bounded
         self._traces: dict[int, int] = {}  # trace id -> open spans; guarded by _lock
+        self._parked = 0  # spans waiting in _Open.parked; guarded by _lock, <= max_open_spans
         self._shutdown = False
         self.registry = registry if registry is not None else CollectorRegistry()
         health = Health(
@@ -126,11 +135,14 @@ class TokenAttributionProcessor(SpanProcessor):
         try:
             ctx = span.context
             entry = _Open(span, ctx.trace_id)
+            released = None
             with self._lock:
                 if len(self._open) >= self._max_open:
-                    self._forget_oldest()
+                    released = self._forget_oldest()
                 self._open[ctx.span_id] = entry
                 self._traces[ctx.trace_id] = self._traces.get(ctx.trace_id, 0) + 1
+            if released:
+                self._attribute_all(released)
         except Exception:  # never raise into the application
             logger.exception("llm-token-exporter: on_start failed")
 
@@ -153,46 +165,58 @@ class TokenAttributionProcessor(SpanProcessor):
             return
         self._shutdown = True
         self._directory.stop()
+        released = []
         with self._lock:
+            for entry in self._open.values():
+                entry.open = False
+                released += entry.parked or ()
+                entry.parked = None
             self._open.clear()
             self._traces.clear()
+            self._parked = 0
+        try:  # what waited for an ancestor's attributes is counted with what is known
+            self._attribute_all(released)
+        except Exception:
+            logger.exception("llm-token-exporter: shutdown failed to count waiting spans")
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Nothing is buffered: every span is counted when it ends."""
+        """Nothing to flush: a span is counted when it ends, or when the open ancestor it
+        waits for ends (see :class:`_Open`)."""
         return True
 
     # -- internals -----------------------------------------------------------------------
 
     def _on_end(self, span: ReadableSpan) -> None:
         ctx = span.context
+        released = None
         with self._lock:
-            self._open.pop(ctx.span_id, None)
-            self._release_trace(ctx.trace_id)
+            entry = self._open.pop(ctx.span_id, None)
+            if entry is not None:  # None: forgotten for capacity, already released
+                self._release_trace(ctx.trace_id)
+                entry.open = False
+                released, entry.parked = entry.parked, None
+                if released:
+                    self._parked -= len(released)
         self._count(m.SPANS_RECEIVED.name, ("in_process",))
         found = scan(span.attributes or {})
-        if kind_of(found) not in _ATTRIBUTED_KINDS:
-            return
-        duration = None
-        if span.end_time is not None and span.start_time is not None:
-            duration = span.end_time - span.start_time
-        record = from_fields(
-            found,
-            _resource_attributes(span),
-            error=span.status.status_code is StatusCode.ERROR,
-            duration_ns=duration,
-        )
-        parent = span.parent
-        ancestors = self._ancestors(parent.span_id if parent is not None else None)
-        directory = self._directory.current
-        if record.kind == MODEL:
-            self.ledger.record(attribute_usage(record, ancestors, directory, self._prices))
-        else:
-            event = heat_event(record, ancestors, directory)
-            if event is not None:
-                self.ledger.record(event)
+        if kind_of(found) in _ATTRIBUTED_KINDS:
+            duration = None
+            if span.end_time is not None and span.start_time is not None:
+                duration = span.end_time - span.start_time
+            record = from_fields(
+                found,
+                _resource_attributes(span),
+                error=span.status.status_code is StatusCode.ERROR,
+                duration_ns=duration,
+                name=span.name,
+            )
+            parent = span.parent
+            self._attribute(record, self._chain(parent.span_id if parent is not None else None))
+        if released:  # descendants that waited for this span's attributes
+            self._attribute_all(released)
 
-    def _ancestors(self, parent_id: int | None) -> list[SpanRecord]:
-        """The open ancestors, nearest first, each normalised once."""
+    def _chain(self, parent_id: int | None) -> list[_Open]:
+        """The open ancestors, nearest first."""
         entries: list[_Open] = []
         with self._lock:
             while parent_id is not None and len(entries) < _MAX_DEPTH:
@@ -202,20 +226,65 @@ class TokenAttributionProcessor(SpanProcessor):
                 entries.append(entry)
                 parent = entry.span.parent
                 parent_id = parent.span_id if parent is not None else None
-        records = []
-        for entry in entries:
-            record = entry.record
-            if record is None:
-                record = entry.record = _context_record(entry.span)
-            records.append(record)
-        return records
+        return entries
 
-    def _forget_oldest(self) -> None:
+    @staticmethod
+    def _records(entries: list[_Open]) -> tuple[list[SpanRecord], _Open | None]:
+        """Ancestor records, and the nearest open ancestor that has no attributes yet."""
+        records = []
+        blocker = None
+        for entry in entries:
+            span = entry.span
+            n = len(span.attributes or ())
+            record = entry.record
+            if record is None or entry.seen_attrs != n:
+                record = entry.record = _context_record(span)
+                entry.seen_attrs = n
+            if n == 0 and blocker is None and entry.open:
+                blocker = entry
+            records.append(record)
+        return records, blocker
+
+    def _attribute(self, record: SpanRecord, entries: list[_Open]) -> None:
+        records, blocker = self._records(entries)
+        if blocker is not None:
+            # Some instrumentations (opentelemetry-util-genai) set an agent's or workflow's
+            # attributes only when it ends: wait for it, bounded.
+            with self._lock:
+                if blocker.open and self._parked < self._max_open:
+                    if blocker.parked is None:
+                        blocker.parked = []
+                    blocker.parked.append((record, entries))
+                    self._parked += 1
+                    return
+            records, _ = self._records(entries)
+        directory = self._directory.current
+        if record.kind == MODEL:
+            self.ledger.record(attribute_usage(record, records, directory, self._prices))
+        else:
+            event = heat_event(record, records, directory)
+            if event is not None:
+                self.ledger.record(event)
+
+    def _attribute_all(self, waiting: list) -> None:
+        for record, entries in waiting:
+            try:
+                self._attribute(record, entries)
+            except Exception:
+                logger.exception("llm-token-exporter: attribution of a waiting span failed")
+                self._count(m.SPANS_REJECTED.name, ("internal_error",))
+
+    def _forget_oldest(self) -> list:
+        """Forget the oldest open span; returns the spans that waited for it."""
         # caller holds _lock; dicts keep insertion order, so the first key is the oldest
         span_id = next(iter(self._open))
         entry = self._open.pop(span_id)
         self._release_trace(entry.trace_id)
+        entry.open = False
+        released, entry.parked = entry.parked or [], None
+        self._parked -= len(released)
         self.ledger.add([(m.TRACES_FLUSHED.name, ("capacity",), 1)])
+        return released
 
     def _release_trace(self, trace_id: int) -> None:
         # caller holds _lock
@@ -240,6 +309,6 @@ def _resource_attributes(span: ReadableSpan) -> Mapping | None:
 def _context_record(span: Span) -> SpanRecord:
     """An ancestor as attribution needs it; an unreadable one only breaks no chain."""
     try:
-        return normalize(span.attributes or {}, _resource_attributes(span))
+        return normalize(span.attributes or {}, _resource_attributes(span), name=span.name)
     except InvalidSpan:
         return _OTHER_RECORD

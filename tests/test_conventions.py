@@ -112,8 +112,15 @@ def test_cache_beyond_input_is_read_as_input_that_excludes_the_cache():
         ({"gen_ai.request.model": "gpt-4o", "gen_ai.response.model": "gpt-4o-2024-08-06"},
          "gpt-4o", "gpt-4o-2024-08-06"),
         ({"gen_ai.response.model": "gpt-4o-2024-08-06"}, None, "gpt-4o-2024-08-06"),
-        ({"llm.model_name": "qwen-max"}, "qwen-max", None),
-        ({"embedding.model_name": "text-embedding-3-small"}, "text-embedding-3-small", None),
+        ({"llm.model_name": "qwen-max"}, None, "qwen-max"),
+        ({"embedding.model_name": "text-embedding-3-small"}, None, "text-embedding-3-small"),
+        # OpenInference: the requested model is in the invocation parameters
+        ({"llm.model_name": "gpt-4o-2024-08-06",
+          "llm.invocation_parameters": '{"model": "gpt-4o", "temperature": 0}'},
+         "gpt-4o", "gpt-4o-2024-08-06"),
+        ({"embedding.invocation_parameters": '{"model": "text-embedding-3-small"}'},
+         "text-embedding-3-small", None),
+        ({"llm.invocation_parameters": "not json"}, None, None),
     ],
 )
 def test_model_is_the_requested_name(attrs, model, response):
@@ -250,3 +257,20 @@ def test_ids_that_are_not_short_strings_are_refused(value):
 
 def test_integer_ids_are_read_as_strings():
     assert normalize({"enduser.id": 42}).caller == "42"
+
+
+@pytest.mark.parametrize(
+    ("attrs", "name", "field", "expected"),
+    [
+        ({"gen_ai.operation.name": "invoke_workflow"}, "invoke_workflow summarize",
+         "workflow_id", "summarize"),
+        ({"gen_ai.operation.name": "invoke_agent"}, "invoke_agent support-bot",
+         "agent_id", "support-bot"),
+        ({"openinference.span.kind": "AGENT"}, "support-bot", "agent_id", "support-bot"),
+        ({"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": "a1"}, "invoke_agent x",
+         "agent_id", "a1"),
+        ({"gen_ai.operation.name": "invoke_agent"}, None, "agent_id", None),
+    ],
+)
+def test_an_id_only_the_span_name_carries_is_read_from_it(attrs, name, field, expected):
+    assert getattr(normalize(attrs, name=name), field) == expected

@@ -43,10 +43,11 @@ def test_token_count_written_as_a_string_is_counted_exactly(pipeline):
 def test_spans_without_ids_are_counted_under_unknown(pipeline):
     p = pipeline()
     with p.tracer.start_as_current_span(
-        "agent", attributes={"gen_ai.operation.name": "invoke_agent", **caller("alice", "acme")}
+        "invoke_agent",
+        attributes={"gen_ai.operation.name": "invoke_agent", **caller("alice", "acme")},
     ):
         with p.tracer.start_as_current_span(
-            "wf", attributes={"gen_ai.operation.name": "invoke_workflow"}
+            "invoke_workflow", attributes={"gen_ai.operation.name": "invoke_workflow"}
         ):
             chat(p.tracer, "", 5, 5)
     assert p.tokens("llm_agent_tokens_total", tenant="acme", agent="unknown") == 10
@@ -165,6 +166,47 @@ def test_on_end_never_raises_into_the_application(pipeline, caplog):
         span.end()
     assert p.value("llm_exporter_spans_rejected_total", reason="internal_error") == 1
     assert "on_end failed" in caplog.text
+
+
+def test_ancestors_that_set_their_attributes_only_at_the_end_are_waited_for(pipeline):
+    """opentelemetry-util-genai starts agent and workflow spans empty and fills them at end."""
+    p = pipeline()
+    root = p.tracer.start_span("invoke_agent")
+    root_ctx = trace.set_span_in_context(root)
+    wf = p.tracer.start_span("invoke_workflow summarize", context=root_ctx)
+    with trace.use_span(wf):
+        chat(p.tracer, "gpt-4o", 12, 3)
+        assert p.samples("llm_model_tokens_total") == {}  # waiting, not lost
+    wf.set_attribute("gen_ai.operation.name", "invoke_workflow")
+    wf.end()
+    root.set_attributes({"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": "support-bot",
+                         **caller("alice", "acme")})
+    root.end()
+    assert p.tokens("llm_agent_tokens_total", tenant="acme", agent="support-bot") == 15
+    assert p.tokens("llm_workflow_tokens_total", tenant="acme", workflow="summarize") == 15
+    assert p.value("llm_workflow_runs_total", owner_tenant="acme", workflow="summarize") == 1
+    assert p.value("llm_agent_users", owner_tenant="acme", agent="support-bot") == 1
+
+
+def test_an_attribute_set_on_an_open_ancestor_after_a_first_child_is_seen_by_later_children(
+    pipeline,
+):
+    p = pipeline()
+    with agent(p.tracer, "support-bot") as _:
+        chat(p.tracer, "gpt-4o", 1, 1)  # no caller yet
+        trace.get_current_span().set_attributes(caller("alice", "acme"))
+        chat(p.tracer, "gpt-4o", 10, 2)
+    assert p.value("llm_unattributed_tokens_total", reason="no_caller") == 2
+    assert p.tokens("llm_member_tokens_total", tenant="acme", member="alice") == 12
+
+
+def test_waiting_spans_are_counted_at_shutdown(pipeline):
+    p = pipeline()
+    root = p.tracer.start_span("empty root")
+    with trace.use_span(root):
+        chat(p.tracer, "gpt-4o", 5, 5, **caller("alice", "acme"))
+    p.processor.shutdown()
+    assert p.tokens("llm_member_tokens_total", tenant="acme", member="alice") == 10
 
 
 def test_shutdown_is_idempotent_and_later_spans_are_counted_not_attributed(pipeline):

@@ -1,0 +1,156 @@
+"""The HTTP surface: ``create_app(...)`` with one Blueprint.
+
+``POST /v1/traces`` answers as the OTLP/HTTP specification says; ``GET /metrics``
+negotiates the exposition format; ``GET /healthz`` and ``GET /readyz``. Every refusal is
+counted in ``llm_exporter_spans_rejected_total{reason}``; a request refused before its
+spans could be read counts once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from dataclasses import dataclass
+
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from exporter.otlp import OtlpError, decode_request, encode_response, encode_status
+from exporter.pipeline import Pipeline
+
+_RETRY_AFTER_SECONDS = "2"
+
+
+@dataclass
+class Limits:
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_decompressed_bytes: int = 64 * 1024 * 1024
+    max_spans_per_request: int = 20_000
+    max_inflight_requests: int = 64
+    submit_timeout: float = 30.0
+
+
+class _Inflight:
+    """Requests being ingested; past the limit the server sheds load (503)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._count = 0
+        self._lock = threading.Lock()  # guards _count
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self._count >= self._limit:
+                return False
+            self._count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+
+bp = Blueprint("llm_token_exporter", __name__)
+
+
+def _state() -> dict:
+    return current_app.extensions["llm_token_exporter"]
+
+
+def _status(content_type: str | None, code: int, message: str, **headers: str) -> Response:
+    body, media = encode_status(content_type, message)
+    return Response(body, status=code, content_type=media, headers=headers)
+
+
+@bp.post("/v1/traces")
+def traces() -> Response:
+    state = _state()
+    pipeline: Pipeline = state["pipeline"]
+    limits: Limits = state["limits"]
+    content_type = request.headers.get("Content-Type")
+    token = state["auth_token"]
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            pipeline.count("unauthorized")
+            return _status(content_type, 401, "missing or wrong bearer token",
+                           **{"WWW-Authenticate": "Bearer"})
+    length = request.content_length
+    if length is not None and length > limits.max_body_bytes:
+        pipeline.count("too_large")
+        return _status(content_type, 413, f"body over {limits.max_body_bytes} bytes")
+    inflight: _Inflight = state["inflight"]
+    if not inflight.enter():
+        pipeline.count("overloaded")
+        return _status(content_type, 503, "overloaded, retry later",
+                       **{"Retry-After": _RETRY_AFTER_SECONDS})
+    try:
+        body = request.stream.read(limits.max_body_bytes + 1)
+        try:
+            decoded = decode_request(
+                body,
+                content_type,
+                request.headers.get("Content-Encoding"),
+                max_body_bytes=limits.max_body_bytes,
+                max_decompressed_bytes=limits.max_decompressed_bytes,
+                max_spans=limits.max_spans_per_request,
+            )
+        except OtlpError as exc:
+            pipeline.count(exc.reason)
+            return _status(content_type, exc.status, exc.message)
+        outcome = pipeline.submit(decoded.spans, decoded.rejected, timeout=limits.submit_timeout)
+    finally:
+        inflight.leave()
+    if not outcome.ok:
+        return _status(content_type, 503, "spans not stored, retry later",
+                       **{"Retry-After": _RETRY_AFTER_SECONDS})
+    body, media = encode_response(content_type, outcome.rejected, outcome.message)
+    return Response(body, status=200, content_type=media)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    registry: CollectorRegistry = _state()["registry"]
+    encoder, content_type = choose_encoder(request.headers.get("Accept"))
+    return Response(encoder(registry), status=200, content_type=content_type)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return Response("ok\n", status=200, content_type="text/plain")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    problems = _state()["readiness"]()
+    if problems:
+        return Response("not ready: " + "; ".join(problems) + "\n", status=503,
+                        content_type="text/plain")
+    return Response("ready\n", status=200, content_type="text/plain")
+
+
+def create_app(
+    *,
+    pipeline: Pipeline,
+    registry: CollectorRegistry,
+    readiness,
+    limits: Limits | None = None,
+    auth_token: str = "",
+) -> Flask:
+    """The Flask application: routes from the Blueprint, state injected, no globals.
+
+    ``readiness`` is a callable returning a list of problems (empty when ready).
+    """
+    limits = limits or Limits()
+    app = Flask("llm_token_exporter")
+    app.extensions["llm_token_exporter"] = {
+        "pipeline": pipeline,
+        "registry": registry,
+        "readiness": readiness,
+        "limits": limits,
+        "auth_token": auth_token,
+        "inflight": _Inflight(limits.max_inflight_requests),
+    }
+    app.register_blueprint(bp)
+    return app

@@ -1,0 +1,190 @@
+"""Trace assembly: which ancestors a span has, when its spans arrive in any order.
+
+Spans of one trace arrive across requests and services, children usually before parents.
+The assembler keeps a compact skeleton per open trace (ids, parent link, normalised
+record) and hands out a span for attribution as soon as its ancestors up to a root are
+known. A trace idle for ``idle_timeout`` is closed: what is still waiting is attributed
+with the ancestors that are known (reason ``timeout``), or nothing was waiting
+(``complete``). Past ``max_traces`` open traces or ``max_spans`` spans, the oldest trace
+is closed the same way (``capacity``).
+
+Not thread-safe: one owner (the pipeline's writer thread) calls everything here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from otel_processor.conventions import AGENT, MODEL, WORKFLOW, SpanRecord
+
+COMPLETE = "complete"
+TIMEOUT = "timeout"
+CAPACITY = "capacity"
+
+#: Deeper chains are cut (a guard against pathological or cyclic input).
+MAX_DEPTH = 256
+_COUNTED_KINDS = frozenset({MODEL, AGENT, WORKFLOW})
+
+
+@dataclass(slots=True)
+class _Node:
+    parent_id: bytes | None
+    record: SpanRecord
+    waiting: bool  # a usage or heat span not yet attributed
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A span to attribute now, with its ancestors (nearest first)."""
+
+    trace_id: bytes
+    span_id: bytes
+    record: SpanRecord
+    ancestors: tuple[SpanRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """A trace taken out of assembly, and why."""
+
+    trace_id: bytes
+    reason: str  # COMPLETE, TIMEOUT or CAPACITY
+    leftovers: tuple[Ready, ...]  # spans attributed with a partial chain
+
+
+class _Trace:
+    __slots__ = ("spans", "last_seen", "waiting")
+
+    def __init__(self, now: float) -> None:
+        self.spans: dict[bytes, _Node] = {}
+        self.last_seen = now
+        self.waiting: dict[bytes, None] = {}  # span ids still to attribute, arrival order
+
+
+def needs_attribution(record: SpanRecord) -> bool:
+    """Model calls (usage), agent and workflow spans (heat) are counted; others are context."""
+    return record.kind in _COUNTED_KINDS
+
+
+class Assembler:
+    """Open traces, bounded by traces and spans; see the module docstring."""
+
+    def __init__(self, *, idle_timeout: float, max_traces: int, max_spans: int) -> None:
+        if idle_timeout <= 0 or max_traces < 1 or max_spans < 1:
+            raise ValueError("idle_timeout, max_traces and max_spans must be positive")
+        self._idle_timeout = idle_timeout
+        self._max_traces = max_traces
+        self._max_spans = max_spans
+        # trace id -> open trace, least recently touched first
+        self._traces: OrderedDict[bytes, _Trace] = OrderedDict()
+        self._span_count = 0
+
+    @property
+    def open_traces(self) -> int:
+        return len(self._traces)
+
+    @property
+    def open_spans(self) -> int:
+        return self._span_count
+
+    def __contains__(self, ids: tuple[bytes, bytes]) -> bool:
+        trace = self._traces.get(ids[0])
+        return trace is not None and ids[1] in trace.spans
+
+    def add(
+        self,
+        trace_id: bytes,
+        span_id: bytes,
+        parent_id: bytes | None,
+        record: SpanRecord,
+        *,
+        now: float,
+        attributed: bool = False,
+    ) -> bool:
+        """Add a span (False if the trace already holds this span id: a duplicate)."""
+        trace = self._traces.get(trace_id)
+        if trace is None:
+            trace = self._traces[trace_id] = _Trace(now)
+        elif span_id in trace.spans:
+            return False
+        else:
+            self._traces.move_to_end(trace_id)
+            trace.last_seen = max(trace.last_seen, now)
+        waiting = not attributed and needs_attribution(record)
+        trace.spans[span_id] = _Node(parent_id, record, waiting)
+        if waiting:
+            trace.waiting[span_id] = None
+        self._span_count += 1
+        return True
+
+    def ready(self, trace_id: bytes) -> list[Ready]:
+        """Spans of the trace whose ancestors are all known, now marked attributed."""
+        trace = self._traces.get(trace_id)
+        if trace is None or not trace.waiting:
+            return []
+        out = []
+        for span_id in list(trace.waiting):
+            node = trace.spans[span_id]
+            ancestors = _chain(trace, node, complete_only=True)
+            if ancestors is not None:
+                node.waiting = False
+                del trace.waiting[span_id]
+                out.append(Ready(trace_id, span_id, node.record, ancestors))
+        return out
+
+    def close_idle(self, now: float) -> list[Closed]:
+        """Close traces idle for ``idle_timeout`` (oldest first)."""
+        out = []
+        deadline = now - self._idle_timeout
+        while self._traces:
+            trace_id, trace = next(iter(self._traces.items()))
+            if trace.last_seen > deadline:
+                break
+            out.append(self._close(trace_id, TIMEOUT))
+        return out
+
+    def close_over_capacity(self) -> list[Closed]:
+        """Close the oldest traces until both bounds hold."""
+        out = []
+        while self._traces and (
+            len(self._traces) > self._max_traces or self._span_count > self._max_spans
+        ):
+            out.append(self._close(next(iter(self._traces)), CAPACITY))
+        return out
+
+    def close_all(self) -> Iterator[Closed]:
+        while self._traces:
+            yield self._close(next(iter(self._traces)), TIMEOUT)
+
+    def _close(self, trace_id: bytes, reason: str) -> Closed:
+        trace = self._traces.pop(trace_id)
+        self._span_count -= len(trace.spans)
+        if not trace.waiting:
+            return Closed(trace_id, COMPLETE if reason == TIMEOUT else reason, ())
+        leftovers = tuple(
+            Ready(trace_id, span_id, node.record, _chain(trace, node, complete_only=False))
+            for span_id, node in ((i, trace.spans[i]) for i in trace.waiting)
+        )
+        return Closed(trace_id, reason, leftovers)
+
+
+def _chain(trace: _Trace, node: _Node, *, complete_only: bool):
+    """The ancestors of ``node`` up to a root, nearest first.
+
+    With ``complete_only``, None while an ancestor is missing (wait for it); otherwise
+    the ancestors known so far. A parent cycle or a chain beyond MAX_DEPTH stops the walk:
+    such a chain never completes and is attributed when the trace closes.
+    """
+    ancestors: list[SpanRecord] = []
+    seen: set[bytes] = set()
+    parent_id = node.parent_id
+    while parent_id is not None:
+        parent = trace.spans.get(parent_id)
+        if parent is None or parent_id in seen or len(ancestors) >= MAX_DEPTH:
+            return None if complete_only else tuple(ancestors)
+        seen.add(parent_id)
+        ancestors.append(parent.record)
+        parent_id = parent.parent_id
+    return tuple(ancestors)

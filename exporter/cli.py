@@ -1,0 +1,177 @@
+"""The ``llm-token-exporter`` command: ``serve``, ``demo`` and ``check-config``.
+
+Exit codes: 0 success; 1 ``check-config`` found a problem in the directory or the price catalog;
+2 a usage or configuration error (one line on stderr). The server and the demo are imported
+only when their sub-command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import sys
+import tempfile
+from collections.abc import Sequence
+from importlib import metadata
+
+from exporter.config import ConfigError, load_config
+
+DISTRIBUTION = "llm-token-exporter"
+_DEMO_LISTEN = "127.0.0.1:0"
+#: The demo's server logs only what goes wrong: its output is the tenants' views.
+_DEMO_LOG_LEVEL = "WARNING"
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _version() -> str:
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=DISTRIBUTION,
+        description="Attribute LLM tokens from OpenTelemetry spans and export them to Prometheus.",
+        epilog="Every config key also has an environment variable LLM_TOKEN_EXPORTER_<KEY>; "
+        "LLM_TOKEN_EXPORTER_CONFIG names the config file.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the service")
+    serve.add_argument("--config", metavar="FILE", help="YAML config file")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
+    serve.add_argument("--directory", metavar="FILE_OR_URL", help="the tenant directory")
+    serve.add_argument("--prices", metavar="FILE", help="the price catalog")
+    serve.add_argument("--state-dir", metavar="DIR", help="where the durable state lives")
+    serve.add_argument("--auth-token", metavar="TOKEN", help="bearer token for POST /v1/traces")
+    serve.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="run the service with a realistic demo workload")
+    demo.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default=_DEMO_LISTEN,
+        help=f"address to listen on (default {_DEMO_LISTEN}: a free port)",
+    )
+    demo.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the state lives (default: a temporary directory, removed after)",
+    )
+    demo.add_argument("--no-progress", action="store_true", help="do not report progress")
+    demo.set_defaults(run=_demo)
+
+    check = commands.add_parser("check-config", help="validate the config, directory and prices")
+    check.add_argument("--config", metavar="FILE", help="YAML config file")
+    check.add_argument("--directory", metavar="FILE_OR_URL", help="the tenant directory")
+    check.add_argument("--prices", metavar="FILE", help="the price catalog")
+    check.set_defaults(run=_check_config)
+    return parser
+
+
+def _overrides(args: argparse.Namespace, *keys: str) -> dict[str, object]:
+    return {key: getattr(args, key, None) for key in keys}
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(format=_LOG_FORMAT)  # no-op when the root logger already has a handler
+    logging.getLogger().setLevel(level)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    keys = ("listen", "directory", "prices", "state_dir", "auth_token", "log_level")
+    config = load_config(args.config, overrides=_overrides(args, *keys))
+    _configure_logging(config.log_level)
+    from exporter.server import serve
+
+    try:
+        code = serve(config)
+    except KeyboardInterrupt:
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The demo runs on the embedded defaults: the environment and config files do not apply."""
+    overrides = {"listen": args.listen, "log_level": _DEMO_LOG_LEVEL}
+    with tempfile.TemporaryDirectory(prefix="llm-token-exporter-demo-") as scratch:
+        overrides["state_dir"] = args.state_dir or scratch
+        config = load_config(None, env={}, overrides=overrides)
+        _configure_logging(config.log_level)
+        from exporter import demo
+
+        try:
+            code = demo.main(config, progress=not args.no_progress)
+        except KeyboardInterrupt:
+            return 130
+    return code if isinstance(code, int) else 0
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    """Load the directory and the price catalog the config names; print what they hold."""
+    from otel_processor.directory import DirectoryError, load_directory
+    from otel_processor.prices import PriceError, load_prices
+
+    config = load_config(args.config, overrides=_overrides(args, "directory", "prices"))
+    found = [f"config OK: listen {config.listen}, state dir {config.state_dir}"]
+    problems = []
+    state_dir = pathlib.Path(config.state_dir)
+    if state_dir.exists() and not state_dir.is_dir():
+        problems.append(f"state_dir {config.state_dir!r}: exists and is not a directory")
+    try:
+        directory = load_directory(config.directory_source, timeout=config.directory_timeout)
+    except DirectoryError as exc:
+        problems.append(f"directory: {exc}")
+    else:
+        tenants = directory.tenants.values()
+        memberships = sum(len(t.members) for t in tenants)
+        members = len({m.id for t in tenants for m in t.members})
+        chats = sum(1 for w in directory.workflows.values() if directory.is_chatflow(w.id))
+        found.append(
+            f"directory: {_plural(len(tenants), 'tenant')}, {_plural(members, 'member')} "
+            f"({_plural(memberships, 'membership')}), {_plural(len(directory.agents), 'agent')}, "
+            f"{_plural(len(directory.workflows), 'workflow')} "
+            f"({_plural(chats, 'chat workflow')})"
+        )
+    try:
+        catalog = load_prices(config.prices_path)
+    except PriceError as exc:
+        problems.append(f"prices: {exc}")
+    else:
+        found.append(f"prices: {_plural(len(catalog), 'model')}")
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    print("; ".join(found))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 0
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"{DISTRIBUTION} {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Wiring and serving: one process, threads, a production WSGI server (waitress).
+
+Waitress is pure Python, maintained by the Pylons project, and serves a WSGI app with a
+fixed pool of threads in one process: the ledger, the assembler and the SQLite store live
+in that one process, so no state is split across workers (gunicorn's pre-fork model would
+split them). It buffers request bodies itself and sits well behind an OpenTelemetry
+Collector or a load balancer.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from exporter.app import Limits, create_app
+from exporter.config import Config
+from exporter.pipeline import Pipeline
+from exporter.store import Store
+from otel_processor.collector import Health, TokenCollector
+from otel_processor.directory import DirectorySource, default_directory_path
+from otel_processor.ledger import Ledger
+from otel_processor.prices import load_prices
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """Everything one exporter process runs, built from a :class:`Config`."""
+
+    config: Config
+    directory: DirectorySource
+    store: Store
+    pipeline: Pipeline
+    registry: CollectorRegistry
+    app: object
+
+    def close(self) -> None:
+        """Stop the writer (queued work is committed), the directory refresh, the store."""
+        self.pipeline.close()
+        self.directory.stop()
+
+
+def build_service(config: Config) -> Service:
+    """Open the state, load directory and prices, and build the app (no server yet)."""
+    directory = DirectorySource(
+        config.directory or default_directory_path(),
+        refresh_interval=config.directory_refresh_interval,
+        timeout=config.directory_timeout,
+    )
+    directory.refresh()
+    prices = load_prices(config.prices or None)
+    store = Store(config.state_dir, synchronous=config.sqlite_synchronous)
+    ledger = Ledger(max_series_per_metric=config.max_series_per_metric)
+    pipeline = Pipeline(
+        store=store,
+        directory=directory,
+        prices=prices,
+        ledger=ledger,
+        idle_timeout=config.trace_idle_timeout,
+        max_traces=config.max_open_traces,
+        max_spans=config.max_pending_spans,
+        dedupe_retention=config.dedupe_retention,
+        commit_max_delay=config.commit_max_delay_ms / 1000.0,
+    )
+    registry = CollectorRegistry()
+    registry.register(TokenCollector(
+        ledger,
+        lambda: directory.current,
+        health=Health(
+            pending_traces=lambda: pipeline.pending_traces,
+            directory_last_success=lambda: directory.last_success,
+            directory_failures=lambda: directory.refresh_failures,
+        ),
+        search_contact_fields=config.search_contact_fields,
+    ))
+
+    def readiness() -> list[str]:
+        problems = []
+        if not directory.ready:
+            problems.append(f"directory not loaded ({directory.last_error})")
+        if not pipeline.running:
+            problems.append("writer not running")
+        return problems
+
+    app = create_app(
+        pipeline=pipeline,
+        registry=registry,
+        readiness=readiness,
+        limits=Limits(
+            max_body_bytes=config.max_body_bytes,
+            max_decompressed_bytes=config.max_decompressed_bytes,
+            max_spans_per_request=config.max_spans_per_request,
+            max_inflight_requests=config.max_inflight_requests,
+        ),
+        auth_token=config.auth_token,
+    )
+    directory.start()
+    pipeline.start()
+    return Service(config, directory, store, pipeline, registry, app)
+
+
+class RunningServer:
+    """A service served by waitress on a background thread (the demo and the tests)."""
+
+    def __init__(self, service: Service, host: str, port: int) -> None:
+        from waitress.server import create_server
+
+        self.service = service
+        self._server = create_server(
+            service.app,
+            host=host,
+            port=port,
+            threads=service.config.threads,
+            # waitress refuses bigger bodies itself, before the app can count them
+            max_request_body_size=2 * service.config.max_body_bytes,
+            ident="llm-token-exporter",
+        )
+        self.port = self._server.effective_port
+        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.run, name="llm-token-exporter-http", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close the listener, then the service; idempotent."""
+        if self._thread is None:
+            return
+        from waitress import wasyncore
+
+        server = self._server
+        # Close the listener AND the open keep-alive connections, from the loop's own
+        # thread; the loop ends when its map is empty.
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        self._thread.join(10)
+        self._thread = None
+        server.task_dispatcher.shutdown()
+        self.service.close()
+
+
+def start_server(config: Config) -> RunningServer:
+    """Build the service and serve it in the background on ``config.listen``."""
+    return RunningServer(build_service(config), config.host, config.port)
+
+
+def serve(config: Config) -> int:
+    """Serve until SIGTERM or SIGINT, then stop cleanly (queued spans are committed)."""
+    running = start_server(config)
+    logger.info("llm-token-exporter listening on %s (state in %s)", running.url,
+                config.state_dir)
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    logger.info("stopping")
+    running.stop()
+    return 0
