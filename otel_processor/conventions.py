@@ -355,10 +355,10 @@ def from_fields(
 
 def _record(found, res_caller, res_tenant, error, duration_ns, name) -> SpanRecord:
     kind = kind_of(found)
-    caller = _ident(found, "caller")
-    tenant = _ident(found, "tenant") or _metadata_tenant(found)
+    caller = (_ident(found, "caller") if "caller" in found else None)
+    tenant = (_ident(found, "tenant") if "tenant" in found else _metadata_tenant(found))
     outcome = "error" if error or "error_type" in found else "ok"
-    conversation = _ident(found, "conversation")
+    conversation = _ident(found, "conversation") if "conversation" in found else None
     if kind == MODEL:
         tin = _tokens(found, "input")
         tout = _tokens(found, "output")
@@ -378,8 +378,10 @@ def _record(found, res_caller, res_tenant, error, duration_ns, name) -> SpanReco
             cache_write_tokens=cwrite,
             has_usage=has_usage,
             model=_ident(found, "model") or _openinference_model(found),
-            response_model=_ident(found, "response_model"),
-            provider=_ident(found, "provider"),
+            response_model=(
+                _ident(found, "response_model") if "response_model" in found else None
+            ),
+            provider=_ident(found, "provider") if "provider" in found else None,
             caller=caller,
             tenant=tenant,
             resource_caller=res_caller,

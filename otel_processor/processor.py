@@ -198,18 +198,27 @@ class TokenAttributionProcessor(SpanProcessor):
                 if released:
                     self._parked -= len(released)
         self._count(m.SPANS_RECEIVED.name, ("in_process",))
-        found = scan(span.attributes or {})
-        if kind_of(found) in _ATTRIBUTED_KINDS:
-            duration = None
-            if span.end_time is not None and span.start_time is not None:
-                duration = span.end_time - span.start_time
-            record = from_fields(
-                found,
-                _resource_attributes(span),
-                error=span.status.status_code is StatusCode.ERROR,
-                duration_ns=duration,
-                name=span.name,
-            )
+        attributes = span.attributes or {}
+        record = entry.record if entry is not None else None
+        if record is not None and entry.seen_attrs == len(attributes) and record.kind != MODEL:
+            # read already as an ancestor of its children, and unchanged since
+            if record.kind not in _ATTRIBUTED_KINDS:
+                record = None
+        else:
+            found = scan(attributes)
+            record = None
+            if kind_of(found) in _ATTRIBUTED_KINDS:
+                duration = None
+                if span.end_time is not None and span.start_time is not None:
+                    duration = span.end_time - span.start_time
+                record = from_fields(
+                    found,
+                    _resource_attributes(span),
+                    error=span.status.status_code is StatusCode.ERROR,
+                    duration_ns=duration,
+                    name=span.name,
+                )
+        if record is not None:
             parent = span.parent
             self._attribute(record, self._chain(parent.span_id if parent is not None else None))
         if released:  # descendants that waited for this span's attributes

@@ -1,0 +1,222 @@
+"""The service's figures: ingest throughput, /metrics time, memory under steady load.
+
+    python benchmarks/ingest.py throughput [--batches 120] [--clients 4]
+    python benchmarks/ingest.py metrics [--series 10000]
+    python benchmarks/ingest.py memory [--seconds 600] [--rate SPANS_PER_S]
+
+throughput: 512-span protobuf batches (the demo workload's shapes) POSTed by several client
+threads to a real server on 127.0.0.1 (decode, assemble, attribute, durable group commit
+with synchronous=FULL), in spans/s, and as a ratio to bare protobuf decoding plus attribute
+walking of the same payloads in the same run (target >= 0.3).
+metrics: GET /metrics with N series in the ledger (target <= 0.25 s).
+memory: resident size sampled while spans arrive at a steady rate (by default half of the
+capacity measured by `throughput`), with the pending-trace bounds in force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # noqa: E402
+from opentelemetry.sdk.resources import Resource  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter,
+)
+
+from exporter.config import Config  # noqa: E402
+from exporter.server import start_server  # noqa: E402
+from exporter.workload import emit, generate  # noqa: E402
+from otel_processor.directory import default_directory_path, load_directory  # noqa: E402
+
+BATCH = 512
+HEADERS = {"Content-Type": "application/x-protobuf"}
+
+
+def make_batches(n_batches: int, seed: int = 1) -> list[bytes]:
+    """Protobuf bodies of BATCH spans each, all with distinct ids."""
+    directory = load_directory(default_directory_path())
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("bench")
+    spans = []
+    while len(spans) < n_batches * BATCH:
+        for trace in generate(directory, seed=seed, conversations=200):
+            emit(tracer, trace)
+        spans = memory.get_finished_spans()
+        seed += 1
+    bodies = []
+    for i in range(n_batches):
+        bodies.append(encode_spans(spans[i * BATCH:(i + 1) * BATCH]).SerializeToString())
+    return bodies
+
+
+def bare_decode(bodies: list[bytes]) -> float:
+    """Seconds to decode the bodies and walk every attribute: the floor of any receiver."""
+    start = time.perf_counter()
+    for body in bodies:
+        request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+        for rs in request.resource_spans:
+            for kv in rs.resource.attributes:
+                kv.key, kv.value.WhichOneof("value")
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    _ = (span.trace_id, span.span_id, span.parent_span_id, span.name)
+                    for kv in span.attributes:
+                        kv.key, kv.value.WhichOneof("value")
+    return time.perf_counter() - start
+
+
+def post_all(url: str, bodies: list[bytes], clients: int) -> float:
+    queue = list(reversed(bodies))
+    lock = threading.Lock()
+    errors = []
+
+    def client():
+        session = requests.Session()
+        while True:
+            with lock:
+                if not queue:
+                    return
+                body = queue.pop()
+            answer = session.post(url + "/v1/traces", data=body, headers=HEADERS, timeout=60)
+            if answer.status_code != 200:
+                errors.append(answer.status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise SystemExit(f"{len(errors)} requests failed: {errors[:5]}")
+    return elapsed
+
+
+def server(state_dir: str, **overrides):
+    fields = dict(listen="127.0.0.1:0", state_dir=state_dir, threads=8)
+    fields.update(overrides)
+    return start_server(Config(**fields))
+
+
+def throughput(args) -> float:
+    bodies = make_batches(args.batches)
+    spans = len(bodies) * BATCH
+    bare = min(bare_decode(bodies) for _ in range(3))
+    with tempfile.TemporaryDirectory() as state:
+        running = server(state)
+        try:
+            post_all(running.url, bodies[:4], args.clients)  # warm up (counted once, fine)
+            elapsed = post_all(running.url, bodies[4:], args.clients)
+        finally:
+            running.stop()
+    sent = spans - 4 * BATCH
+    ingest_rate = sent / elapsed
+    bare_rate = spans / bare
+    print(f"{len(bodies)} batches x {BATCH} spans, {args.clients} client threads, "
+          f"synchronous=FULL")
+    print(f"bare protobuf decode + attribute walk: {bare_rate:10.0f} spans/s")
+    print(f"ingest end to end (durable):           {ingest_rate:10.0f} spans/s")
+    print(f"ratio ingest / bare:                   {ingest_rate / bare_rate:10.3f} x "
+          f"(target >= 0.3)")
+    return ingest_rate
+
+
+def metrics(args) -> None:
+    with tempfile.TemporaryDirectory() as state:
+        running = server(state, max_series_per_metric=max(20_000, args.series))
+        try:
+            ledger = running.service.pipeline.ledger
+            # N series: (tenant, member, type) token counters
+            types = ("input", "output")
+            ledger.add(("llm_member_tokens", (f"t{i % 50}", f"m{i // 2}", types[i % 2]), i + 1)
+                       for i in range(args.series))
+            session = requests.Session()
+            times = []
+            for _ in range(10):
+                start = time.perf_counter()
+                body = session.get(running.url + "/metrics", timeout=30).content
+                times.append(time.perf_counter() - start)
+        finally:
+            running.stop()
+    print(f"/metrics with {args.series} member series (+ the fixed families): "
+          f"{len(body) / 1e6:.2f} MB, median {statistics.median(times) * 1000:.0f} ms, "
+          f"max {max(times) * 1000:.0f} ms (target <= 250 ms)")
+
+
+def _rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory(args) -> None:
+    rate = args.rate
+    if rate is None:
+        rate = throughput(argparse.Namespace(batches=60, clients=4)) / 2
+    bodies = make_batches(args.pool)
+    per_second = max(1, round(rate / BATCH))
+    print(f"steady load: {per_second} batches/s = {per_second * BATCH} spans/s "
+          f"for {args.seconds} s; pool of {len(bodies)} distinct batches, then repeats "
+          f"(duplicates after the first round: they exercise the dedupe window)")
+    with tempfile.TemporaryDirectory() as state:
+        running = server(state, max_open_traces=20_000, max_pending_spans=100_000,
+                         trace_idle_timeout=30.0, dedupe_retention=120.0)
+        session = requests.Session()
+        start = time.monotonic()
+        next_report = start
+        i = 0
+        try:
+            while time.monotonic() - start < args.seconds:
+                tick = time.monotonic()
+                for _ in range(per_second):
+                    session.post(running.url + "/v1/traces", data=bodies[i % len(bodies)],
+                                 headers=HEADERS, timeout=60)
+                    i += 1
+                if time.monotonic() >= next_report:
+                    print(f"t={time.monotonic() - start:6.0f} s  rss={_rss_mb():7.1f} MB  "
+                          f"pending traces={running.service.pipeline.pending_traces}",
+                          flush=True)
+                    next_report += 30
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+        finally:
+            running.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--batches", type=int, default=120)
+    t.add_argument("--clients", type=int, default=4)
+    m = sub.add_parser("metrics")
+    m.add_argument("--series", type=int, default=10_000)
+    r = sub.add_parser("memory")
+    r.add_argument("--seconds", type=int, default=600)
+    r.add_argument("--rate", type=float, default=None)
+    r.add_argument("--pool", type=int, default=200)
+    args = parser.parse_args()
+    {"throughput": throughput, "metrics": metrics, "memory": memory}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
