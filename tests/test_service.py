@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import random
+import threading
 import time
 
 import pytest
@@ -197,3 +198,31 @@ def test_metrics_negotiates_openmetrics_and_health_endpoints_answer(server):
     assert om.text.rstrip().endswith("# EOF")
     assert requests.get(running.url + "/healthz").status_code == 200
     assert requests.get(running.url + "/readyz").status_code == 200
+
+
+def test_it_sheds_load_with_503_and_retry_after_and_answers_503_when_not_stored(server):
+    running = server(max_inflight_requests=1)
+    state = running.service.app.extensions["llm_token_exporter"]
+    state["limits"].submit_timeout = 1.0
+    pipeline = running.service.pipeline
+    pipeline.stop()  # the writer is gone: nothing can be made durable
+    assert requests.get(running.url + "/readyz").status_code == 503
+    body = encode_spans(svc.record_spans(worked_example)).SerializeToString()
+    answers = {}
+
+    def first():
+        answers["first"] = requests.post(running.url + "/v1/traces", data=body, headers=PROTOBUF)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    time.sleep(0.3)  # the first request holds the only in-flight slot
+    second = requests.post(running.url + "/v1/traces", data=body, headers=PROTOBUF)
+    thread.join()
+    assert (second.status_code, second.headers["Retry-After"]) == (503, "2")
+    assert (answers["first"].status_code, answers["first"].headers["Retry-After"]) == (503, "2")
+    pipeline.start()  # the first request's spans were queued: they are committed now
+    retry = requests.post(running.url + "/v1/traces", data=body, headers=PROTOBUF)
+    assert retry.status_code == 200  # the client retries the same spans: counted once
+    samples = svc.metrics(running.url)
+    assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="overloaded") == 1
+    assert svc.tokens(samples, "llm_member_tokens_total", tenant="acme", member="alice") == 370
