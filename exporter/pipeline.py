@@ -103,13 +103,17 @@ class Pipeline:
         self.ledger.reset()
         self.ledger.load(loaded.totals, loaded.agent_users)
         self._assembler = Assembler(**self._assembler_args)  # writer thread only
+        # A restart gives open traces a fresh idle window: their other spans are likely
+        # being retried by clients right now, however long the outage was.
+        now = self._clock()
         for p in loaded.pending:
             self._assembler.add(
                 p.trace_id, p.span_id, p.parent_id, p.record,
-                now=p.received_at, attributed=p.attributed,
+                now=max(p.received_at, now), attributed=p.attributed,
             )
+        seen = loaded.seen[-self._max_seen:]  # oldest first: keep the newest
         self._seen: OrderedDict[bytes, float] = OrderedDict(  # writer thread only
-            (t + s, at) for t, s, at in loaded.seen
+            (t + s, at) for t, s, at in seen
         )
 
     @property
