@@ -161,8 +161,8 @@ def metrics(args) -> None:
           f"max {max(times) * 1000:.0f} ms (target <= 250 ms)")
 
 
-def _rss_mb() -> float:
-    with open(f"/proc/{os.getpid()}/status") as status:
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
@@ -170,36 +170,75 @@ def _rss_mb() -> float:
 
 
 def memory(args) -> None:
+    """The server runs in its own process (`llm-token-exporter serve`), so that its resident
+    size is not mixed with the client's pre-built payloads."""
+    import subprocess
+
     rate = args.rate
     if rate is None:
         rate = throughput(argparse.Namespace(batches=60, clients=4)) / 2
     bodies = make_batches(args.pool)
     per_second = max(1, round(rate / BATCH))
-    print(f"steady load: {per_second} batches/s = {per_second * BATCH} spans/s "
-          f"for {args.seconds} s; pool of {len(bodies)} distinct batches, then repeats "
-          f"(duplicates after the first round: they exercise the dedupe window)")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    print(f"steady load: {per_second} batches/s = {per_second * BATCH} spans/s for "
+          f"{args.seconds} s; {len(bodies)} distinct batches, sent again after each round "
+          f"(duplicates within the dedupe window, new counts after it)")
     with tempfile.TemporaryDirectory() as state:
-        running = server(state, max_open_traces=20_000, max_pending_spans=100_000,
-                         trace_idle_timeout=30.0, dedupe_retention=120.0)
+        env = {**os.environ,
+               "LLM_TOKEN_EXPORTER_MAX_OPEN_TRACES": "20000",
+               "LLM_TOKEN_EXPORTER_MAX_PENDING_SPANS": "100000",
+               "LLM_TOKEN_EXPORTER_DEDUPE_RETENTION": "120",
+               "LLM_TOKEN_EXPORTER_LOG_LEVEL": "WARNING"}
+        proc = subprocess.Popen([sys.executable, "-m", "exporter.cli", "serve", "--listen",
+                                 f"127.0.0.1:{port}", "--state-dir", state], env=env, cwd=ROOT)
         session = requests.Session()
-        start = time.monotonic()
-        next_report = start
-        i = 0
         try:
+            _wait_ready(session, url)
+            start = time.monotonic()
+            next_report = start
+            samples = []
+            i = 0
             while time.monotonic() - start < args.seconds:
                 tick = time.monotonic()
                 for _ in range(per_second):
-                    session.post(running.url + "/v1/traces", data=bodies[i % len(bodies)],
+                    session.post(url + "/v1/traces", data=bodies[i % len(bodies)],
                                  headers=HEADERS, timeout=60)
                     i += 1
                 if time.monotonic() >= next_report:
-                    print(f"t={time.monotonic() - start:6.0f} s  rss={_rss_mb():7.1f} MB  "
-                          f"pending traces={running.service.pipeline.pending_traces}",
+                    rss = _rss_mb(proc.pid)
+                    samples.append(rss)
+                    print(f"t={time.monotonic() - start:6.0f} s  server rss={rss:7.1f} MB",
                           flush=True)
                     next_report += 30
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
         finally:
-            running.stop()
+            proc.terminate()
+            proc.wait(30)
+    if len(samples) >= 4:
+        settled = samples[len(samples) // 4:]
+        print(f"after the first quarter: min {min(settled):.1f} MB, max {max(settled):.1f} MB, "
+              f"growth {settled[-1] - settled[0]:+.1f} MB")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(session: requests.Session, url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if session.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("server did not start")
 
 
 def main() -> None:

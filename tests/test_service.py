@@ -137,14 +137,18 @@ def test_gzip_json_and_partial_success(server):
          "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
                         {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "-4"}}]},
         {"traceId": "ab" * 15, "spanId": "ce" * 8, "name": "short trace id"},
+        {"spanId": "cf" * 8, "name": "no trace id"},
+        {"traceId": "ab" * 16, "spanId": "d0" * 9, "name": "long span id"},
     ]}]}]}
     answer = requests.post(running.url + "/v1/traces", json=doc)
     assert answer.status_code == 200
-    assert answer.json()["partialSuccess"]["rejectedSpans"] == "2"
+    assert answer.json()["partialSuccess"]["rejectedSpans"] == "4"
     samples = svc.metrics(running.url)
     assert svc.value(samples, "llm_exporter_spans_rejected_total",
                      reason="invalid_token_count") == 1
     assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="invalid_trace_id") == 1
+    assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="missing_trace_id") == 1
+    assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="invalid_span_id") == 1
 
 
 @pytest.mark.parametrize(
