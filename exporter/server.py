@@ -134,12 +134,15 @@ class RunningServer:
         from waitress import wasyncore
 
         server = self._server
-        # Close the listener AND the open keep-alive connections, from the loop's own
-        # thread; the loop ends when its map is empty.
+        # First let the worker threads finish their requests: a worker still servicing a
+        # channel after the loop closed it acts on a file descriptor the next server may
+        # already reuse (seen as EBADF in the next server's trigger). Then close the
+        # listener, the keep-alive connections and the trigger from the loop's own thread:
+        # the loop ends when its map is empty.
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=10)
         server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
         self._thread.join(10)
         self._thread = None
-        server.task_dispatcher.shutdown()
         self.service.close()
 
 
