@@ -121,12 +121,13 @@ def throughput(args) -> float:
     spans = len(bodies) * BATCH
     bare = min(bare_decode(bodies) for _ in range(3))
     with tempfile.TemporaryDirectory() as state:
-        running = server(state)
+        proc, url = _serve_in_subprocess(state, {})
         try:
-            post_all(running.url, bodies[:4], args.clients)  # warm up (counted once, fine)
-            elapsed = post_all(running.url, bodies[4:], args.clients)
+            post_all(url, bodies[:4], args.clients)  # warm up (counted once, fine)
+            elapsed = post_all(url, bodies[4:], args.clients)
         finally:
-            running.stop()
+            proc.terminate()
+            proc.wait(30)
     sent = spans - 4 * BATCH
     ingest_rate = sent / elapsed
     bare_rate = spans / bare
@@ -172,29 +173,22 @@ def _rss_mb(pid: int) -> float:
 def memory(args) -> None:
     """The server runs in its own process (`llm-token-exporter serve`), so that its resident
     size is not mixed with the client's pre-built payloads."""
-    import subprocess
-
     rate = args.rate
     if rate is None:
         rate = throughput(argparse.Namespace(batches=60, clients=4)) / 2
     bodies = make_batches(args.pool)
     per_second = max(1, round(rate / BATCH))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     print(f"steady load: {per_second} batches/s = {per_second * BATCH} spans/s for "
           f"{args.seconds} s; {len(bodies)} distinct batches, sent again after each round "
           f"(duplicates within the dedupe window, new counts after it)")
     with tempfile.TemporaryDirectory() as state:
-        env = {**os.environ,
-               "LLM_TOKEN_EXPORTER_MAX_OPEN_TRACES": "20000",
-               "LLM_TOKEN_EXPORTER_MAX_PENDING_SPANS": "100000",
-               "LLM_TOKEN_EXPORTER_DEDUPE_RETENTION": "120",
-               "LLM_TOKEN_EXPORTER_LOG_LEVEL": "WARNING"}
-        proc = subprocess.Popen([sys.executable, "-m", "exporter.cli", "serve", "--listen",
-                                 f"127.0.0.1:{port}", "--state-dir", state], env=env, cwd=ROOT)
+        proc, url = _serve_in_subprocess(state, {
+            "LLM_TOKEN_EXPORTER_MAX_OPEN_TRACES": "20000",
+            "LLM_TOKEN_EXPORTER_MAX_PENDING_SPANS": "100000",
+            "LLM_TOKEN_EXPORTER_DEDUPE_RETENTION": "120",
+        })
         session = requests.Session()
         try:
-            _wait_ready(session, url)
             start = time.monotonic()
             next_report = start
             samples = []
@@ -219,6 +213,20 @@ def memory(args) -> None:
         settled = samples[len(samples) // 4:]
         print(f"after the first quarter: min {min(settled):.1f} MB, max {max(settled):.1f} MB, "
               f"growth {settled[-1] - settled[0]:+.1f} MB")
+
+
+def _serve_in_subprocess(state: str, env: dict):
+    """`llm-token-exporter serve` in its own process: the benchmark's clients and payloads
+    do not share its interpreter (its GIL, its resident size)."""
+    import subprocess
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "LLM_TOKEN_EXPORTER_LOG_LEVEL": "WARNING", **env}
+    proc = subprocess.Popen([sys.executable, "-m", "exporter.cli", "serve", "--listen",
+                             f"127.0.0.1:{port}", "--state-dir", state], env=env, cwd=ROOT)
+    _wait_ready(requests.Session(), url)
+    return proc, url
 
 
 def _free_port() -> int:

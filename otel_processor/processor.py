@@ -198,7 +198,7 @@ class TokenAttributionProcessor(SpanProcessor):
                 if released:
                     self._parked -= len(released)
         self._count(m.SPANS_RECEIVED.name, ("in_process",))
-        attributes = span.attributes or {}
+        attributes = _attributes_of(span)
         record = entry.record if entry is not None else None
         if record is not None and entry.seen_attrs == len(attributes) and record.kind != MODEL:
             # read already as an ancestor of its children, and unchanged since
@@ -244,7 +244,7 @@ class TokenAttributionProcessor(SpanProcessor):
         blocker = None
         for entry in entries:
             span = entry.span
-            n = len(span.attributes or ())
+            n = _attribute_count(span)
             record = entry.record
             if record is None or entry.seen_attrs != n:
                 record = entry.record = _context_record(span)
@@ -310,6 +310,31 @@ class TokenAttributionProcessor(SpanProcessor):
             logger.exception("llm-token-exporter: counting failed")
 
 
+def _attributes_of(span: ReadableSpan) -> Mapping:
+    """A snapshot of a span's attributes as a plain dict.
+
+    The SDK's public ``span.attributes`` is a read-only proxy over ``BoundedAttributes``,
+    whose iteration runs in Python and copies the keys under a lock: about as costly as the
+    rest of attribution. The dict behind it is copied here in C, under the SDK's own lock.
+    Falls back to the public API when the SDK's internals differ.
+    """
+    bounded = getattr(span, "_attributes", None)
+    inner = getattr(bounded, "_dict", None)
+    lock = getattr(bounded, "_lock", None)
+    if isinstance(inner, dict) and lock is not None:
+        with lock:
+            return inner.copy()
+    return span.attributes or {}
+
+
+def _attribute_count(span: ReadableSpan) -> int:
+    bounded = getattr(span, "_attributes", None)
+    inner = getattr(bounded, "_dict", None)
+    if isinstance(inner, dict):
+        return len(inner)
+    return len(span.attributes or ())
+
+
 def _resource_attributes(span: ReadableSpan) -> Mapping | None:
     resource = span.resource
     return resource.attributes if resource is not None else None
@@ -318,6 +343,6 @@ def _resource_attributes(span: ReadableSpan) -> Mapping | None:
 def _context_record(span: Span) -> SpanRecord:
     """An ancestor as attribution needs it; an unreadable one only breaks no chain."""
     try:
-        return normalize(span.attributes or {}, _resource_attributes(span), name=span.name)
+        return normalize(_attributes_of(span), _resource_attributes(span), name=span.name)
     except InvalidSpan:
         return _OTHER_RECORD
