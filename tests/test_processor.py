@@ -228,3 +228,21 @@ def test_the_processor_never_touches_the_global_registry():
     assert set(REGISTRY._names_to_collectors) == before
     assert processor.registry is not REGISTRY
     processor.shutdown()
+
+
+def test_a_plain_readable_span_without_the_sdk_internals_is_read_through_the_public_api(
+    pipeline,
+):
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    p = pipeline()
+    context = trace.SpanContext(0xAB, 0xCD, is_remote=False)
+    span = ReadableSpan(
+        name="chat gpt-4o",
+        context=context,
+        attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                    "gen_ai.usage.input_tokens": 9, "gen_ai.usage.output_tokens": 1,
+                    **caller("alice", "acme")},
+    )
+    p.processor.on_end(span)
+    assert p.tokens("llm_member_tokens_total", tenant="acme", member="alice") == 10
