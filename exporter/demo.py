@@ -159,7 +159,9 @@ def main(
     server = start_server(config)
     try:
         before = _received(_scrape(server.url))
-        bar = _Progress(conversations, sys.stderr if progress else None)
+        # a bar redrawn with \r only makes sense on a terminal, not in a CI log
+        show = progress and sys.stderr.isatty()
+        bar = _Progress(conversations, sys.stderr if show else None)
         _send(server.url, traces, bar, span_count)
         samples = _wait_for_spans(server.url, before + span_count, timeout)
     except (DemoError, requests.RequestException) as exc:
