@@ -159,9 +159,7 @@ def main(
     server = start_server(config)
     try:
         before = _received(_scrape(server.url))
-        # a bar redrawn with \r only makes sense on a terminal, not in a CI log
-        show = progress and sys.stderr.isatty()
-        bar = _Progress(conversations, sys.stderr if show else None)
+        bar = _Progress(conversations, sys.stderr if progress else None)
         _send(server.url, traces, bar, span_count)
         samples = _wait_for_spans(server.url, before + span_count, timeout)
     except (DemoError, requests.RequestException) as exc:
