@@ -58,6 +58,11 @@ def fake_module(monkeypatch):
         fake = types.ModuleType(module)
         setattr(fake, function, entry)
         monkeypatch.setitem(sys.modules, module, fake)
+        # once the real module was imported, `from package import name` reads the
+        # package's attribute, not sys.modules: replace both
+        package, _, name = module.rpartition(".")
+        if package in sys.modules:
+            monkeypatch.setattr(sys.modules[package], name, fake, raising=False)
         return calls
 
     return install
