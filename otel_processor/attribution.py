@@ -23,7 +23,6 @@ UNKNOWN = "unknown"
 NO_CALLER = "no_caller"
 NOT_MEMBER = "not_member"
 AMBIGUOUS_TENANT = "ambiguous_tenant"
-UNATTRIBUTED_REASONS = (NO_CALLER, NOT_MEMBER, AMBIGUOUS_TENANT)
 
 AGENT_INVOCATION = "agent_invocation"
 WORKFLOW_RUN = "workflow_run"

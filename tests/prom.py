@@ -33,7 +33,8 @@ class Prometheus:
     """One Prometheus server scraping ``targets`` every ``interval``."""
 
     def __init__(self, workdir: Path, targets: list[str], interval: str = "1s",
-                 rule_files: list[str] = ()) -> None:
+                 rule_files: list[str] = (), tsdb: Path | None = None,
+                 extra_args: list[str] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -46,32 +47,36 @@ class Prometheus:
         if rule_files:
             lines.append("rule_files:")
             lines += [f"  - {f}" for f in rule_files]
-        lines += [
-            "scrape_configs:",
-            "  - job_name: llm-token-exporter",
-            "    static_configs:",
-            f"      - targets: [{', '.join(repr(t) for t in targets)}]",
-        ]
+        if targets:
+            lines += [
+                "scrape_configs:",
+                "  - job_name: llm-token-exporter",
+                "    static_configs:",
+                f"      - targets: [{', '.join(repr(t) for t in targets)}]",
+            ]
         config.write_text("\n".join(lines) + "\n")
         self._log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 (closed in stop)
         self._proc = subprocess.Popen(
             [
                 binary(),
                 f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--storage.tsdb.path={tsdb or workdir / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-admin-api",
+                *extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
+    def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self._proc.returncode}")
+                self._log.close()
+                log = Path(self._log.name).read_text()
+                raise RuntimeError(f"prometheus exited with {self._proc.returncode}: {log}")
             try:
                 if requests.get(self.url + "/-/ready", timeout=1).status_code == 200:
                     return
@@ -84,9 +89,10 @@ class Prometheus:
         params = {"query": expr}
         if at is not None:
             params["time"] = str(at)
-        answer = requests.get(self.url + "/api/v1/query", params=params, timeout=10).json()
+        # POST: dashboard queries can be longer than a comfortable URL
+        answer = requests.post(self.url + "/api/v1/query", data=params, timeout=30).json()
         if answer["status"] != "success":
-            raise AssertionError(f"{expr}: {answer}")
+            raise AssertionError(f"{answer.get('error')}\n{expr}")
         return answer["data"]["result"]
 
     def scalar(self, expr: str, at: float | None = None) -> float | None:

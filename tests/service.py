@@ -70,3 +70,33 @@ def random_sizes(total: int, seed: int) -> list[int]:
         sizes.append(n)
         total -= n
     return sizes
+
+
+def assert_worked_example(samples: dict, times: int = 1) -> None:
+    """attribution.md's worked example table, ``times`` over, on parsed /metrics samples."""
+    expected_tokens = [
+        ("llm_agent_tokens_total", {"tenant": "acme", "agent": "support-bot"}, 370),
+        ("llm_workflow_tokens_total", {"tenant": "acme", "workflow": "summarize"}, 220),
+        ("llm_workflow_tokens_total", {"tenant": "acme", "workflow": "translate"}, 75),
+        ("llm_model_tokens_total", {"tenant": "acme", "model": "gpt-4o-mini"}, 235),
+        ("llm_model_tokens_total", {"tenant": "acme", "model": "gpt-4o"}, 150),
+        ("llm_model_tokens_total", {"tenant": "acme", "model": "qwen-max"}, 60),
+        ("llm_member_tokens_total", {"tenant": "acme", "member": "alice"}, 370),
+        ("llm_member_tokens_total", {"tenant": "acme", "member": "bob"}, 75),
+        ("llm_agent_tokens_total", {"tenant": "globex", "agent": "support-bot"}, 10),
+        ("llm_member_tokens_total", {"tenant": "globex", "member": "carol"}, 10),
+    ]
+    for name, labels, total in expected_tokens:
+        assert tokens(samples, name, **labels) == total * times, (name, labels)
+    expected_values = [
+        ("llm_agent_invocations_total", {"owner_tenant": "acme", "agent": "support-bot"}, 3),
+        ("llm_workflow_runs_total", {"owner_tenant": "acme", "workflow": "summarize"}, 2),
+        ("llm_workflow_runs_total", {"owner_tenant": "acme", "workflow": "translate"}, 1),
+        ("llm_unattributed_tokens_total", {"reason": "not_member"}, 1500),
+    ]
+    for name, labels, count in expected_values:
+        assert value(samples, name, **labels) == count * times, (name, labels)
+    # distinct users do not scale with repetitions: alice, dave, carol
+    assert value(samples, "llm_agent_users", owner_tenant="acme", agent="support-bot") == 3
+    assert not any(k[0] == "llm_workflow_tokens_total" and ("workflow", "support-chat") in k
+                   for k in samples)

@@ -34,7 +34,6 @@ import calendar
 import json
 import re
 import subprocess
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -44,11 +43,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import requests
 from opentelemetry.trace import Tracer
 
 from tests.conftest import Pipeline
-from tests.prom import binary, free_port
+from tests.prom import Prometheus, binary
 from tests.scenarios import agent, caller, chat, tool, worked_example, workflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -394,59 +392,23 @@ def openmetrics(data: dict[tuple[str, tuple], list[tuple[int, float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class BackfilledPrometheus:
+def backfilled_prometheus(workdir: Path, text: str) -> Prometheus:
     """Prometheus 2.42 serving a TSDB that promtool backfilled; nothing is scraped."""
-
-    def __init__(self, workdir: Path, text: str) -> None:
-        data = workdir / "data.om"
-        data.write_text(text)
-        tsdb = workdir / "tsdb"
-        subprocess.run(
-            [binary("promtool"), "tsdb", "create-blocks-from", "openmetrics",
-             "--max-block-duration=1488h", str(data), str(tsdb)],
-            check=True, capture_output=True)
-        config = workdir / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1m\n")
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self._log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 (closed in stop)
-        self._proc = subprocess.Popen(
-            [binary(), f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
-             "--storage.tsdb.retention.time=10y",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
-            stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {(workdir / 'prometheus.log').read_text()}")
-            try:
-                if requests.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("prometheus did not become ready")
-            time.sleep(0.2)
-
-    def query(self, expr: str, at: float) -> list[dict]:
-        answer = requests.post(self.url + "/api/v1/query",
-                               data={"query": expr, "time": str(at)}, timeout=30).json()
-        if answer["status"] != "success":
-            raise AssertionError(f"{answer.get('error')}\n{expr}")
-        return answer["data"]["result"]
-
-    def stop(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-        self._log.close()
+    data = workdir / "data.om"
+    data.write_text(text)
+    tsdb = workdir / "tsdb"
+    subprocess.run(
+        [binary("promtool"), "tsdb", "create-blocks-from", "openmetrics",
+         "--max-block-duration=1488h", str(data), str(tsdb)],
+        check=True, capture_output=True)
+    return Prometheus(workdir / "server", [], tsdb=tsdb,
+                      extra_args=["--storage.tsdb.retention.time=10y"])
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Iterator[tuple[BackfilledPrometheus, Expected]]:
+def world(tmp_path_factory) -> Iterator[tuple[Prometheus, Expected]]:
     sc = scenario()
-    prom = BackfilledPrometheus(tmp_path_factory.mktemp("dashboards"), openmetrics(series(sc)))
+    prom = backfilled_prometheus(tmp_path_factory.mktemp("dashboards"), openmetrics(series(sc)))
     try:
         yield prom, sc.expected
     finally:
@@ -454,7 +416,7 @@ def world(tmp_path_factory) -> Iterator[tuple[BackfilledPrometheus, Expected]]:
 
 
 @pytest.fixture(scope="module")
-def prom(world) -> BackfilledPrometheus:
+def prom(world) -> Prometheus:
     return world[0]
 
 
@@ -534,7 +496,7 @@ def interpolate(expr: str, start: float, end: float, view: View) -> str:
     return _VARIABLE.sub(sub, expr)
 
 
-def run(prom: BackfilledPrometheus, p: dict, view: View) -> dict[str, list[dict]]:
+def run(prom: Prometheus, p: dict, view: View) -> dict[str, list[dict]]:
     """Every target of the panel: refId -> Prometheus's result."""
     start, end = panel_range(p, view)
     return {t["refId"]: prom.query(interpolate(t["expr"], start, end, view), end)

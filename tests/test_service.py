@@ -41,35 +41,11 @@ def server(tmp_path):
         running.stop()
 
 
-def assert_worked_example(samples):
-    assert svc.tokens(samples, "llm_agent_tokens_total", tenant="acme", agent="support-bot") == 370
-    assert svc.tokens(samples, "llm_workflow_tokens_total", tenant="acme",
-                      workflow="summarize") == 220
-    assert svc.tokens(samples, "llm_workflow_tokens_total", tenant="acme",
-                      workflow="translate") == 75
-    assert svc.tokens(samples, "llm_model_tokens_total", tenant="acme", model="gpt-4o-mini") == 235
-    assert svc.tokens(samples, "llm_model_tokens_total", tenant="acme", model="gpt-4o") == 150
-    assert svc.tokens(samples, "llm_model_tokens_total", tenant="acme", model="qwen-max") == 60
-    assert svc.tokens(samples, "llm_member_tokens_total", tenant="acme", member="alice") == 370
-    assert svc.tokens(samples, "llm_member_tokens_total", tenant="acme", member="bob") == 75
-    assert svc.tokens(samples, "llm_agent_tokens_total", tenant="globex", agent="support-bot") == 10
-    assert svc.value(samples, "llm_agent_invocations_total", owner_tenant="acme",
-                     agent="support-bot") == 3
-    assert svc.value(samples, "llm_agent_users", owner_tenant="acme", agent="support-bot") == 3
-    assert svc.value(samples, "llm_workflow_runs_total", owner_tenant="acme",
-                     workflow="summarize") == 2
-    assert svc.value(samples, "llm_workflow_runs_total", owner_tenant="acme",
-                     workflow="translate") == 1
-    assert svc.value(samples, "llm_unattributed_tokens_total", reason="not_member") == 1500
-    assert not any(k[0] == "llm_workflow_tokens_total" and ("workflow", "support-chat") in k
-                   for k in samples)
-
-
 def test_worked_example_one_span_per_request_in_end_order(server):
     running = server()
     svc.send_live(running.url, worked_example)
     samples = svc.metrics(running.url)
-    assert_worked_example(samples)
+    svc.assert_worked_example(samples)
     assert svc.value(samples, "llm_exporter_spans_received_total", transport="otlp_http") == 15
     assert svc.value(samples, "llm_exporter_traces_pending") == 4  # kept for late children
 
@@ -80,7 +56,7 @@ def test_worked_example_split_differently_and_shuffled(server, seed):
     spans = svc.record_spans(worked_example)
     random.Random(seed).shuffle(spans)  # parents before children, children before parents
     svc.send_batches(running.url, spans, svc.random_sizes(len(spans), seed))
-    assert_worked_example(svc.metrics(running.url))
+    svc.assert_worked_example(svc.metrics(running.url))
 
 
 def test_the_same_request_twice_counts_once(server):
@@ -90,7 +66,7 @@ def test_the_same_request_twice_counts_once(server):
         answer = requests.post(running.url + "/v1/traces", data=body, headers=PROTOBUF)
         assert answer.status_code == 200
     samples = svc.metrics(running.url)
-    assert_worked_example(samples)
+    svc.assert_worked_example(samples)
     assert svc.value(samples, "llm_exporter_duplicate_spans_total") == 15
 
 
@@ -118,10 +94,10 @@ def test_restart_keeps_totals_and_pending_traces(server, tmp_path):
     first.stop()
     second = server()  # same state dir
     svc.send_batches(second.url, roots, [len(roots)])
-    assert_worked_example(svc.metrics(second.url))
+    svc.assert_worked_example(svc.metrics(second.url))
     second.stop()
     third = server()
-    assert_worked_example(svc.metrics(third.url))
+    svc.assert_worked_example(svc.metrics(third.url))
 
 
 def test_gzip_json_and_partial_success(server):
@@ -131,7 +107,7 @@ def test_gzip_json_and_partial_success(server):
     answer = requests.post(running.url + "/v1/traces", data=gzip.compress(body),
                            headers={**PROTOBUF, "Content-Encoding": "gzip"})
     assert answer.status_code == 200
-    assert_worked_example(svc.metrics(running.url))
+    svc.assert_worked_example(svc.metrics(running.url))
     doc = {"resourceSpans": [{"scopeSpans": [{"spans": [
         {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "ok",
          "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
@@ -175,7 +151,7 @@ def test_bad_requests_get_the_right_status_are_counted_and_the_server_keeps_serv
     samples = svc.metrics(running.url)
     assert svc.value(samples, "llm_exporter_spans_rejected_total", reason=reason) == 1
     svc.send_live(running.url, worked_example)
-    assert_worked_example(svc.metrics(running.url))
+    svc.assert_worked_example(svc.metrics(running.url))
 
 
 def test_bearer_token_is_required_when_configured(server):
@@ -189,7 +165,7 @@ def test_bearer_token_is_required_when_configured(server):
     assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="unauthorized") == 2
     assert svc.tokens(samples, "llm_member_tokens_total", tenant="acme", member="alice") == 0
     svc.send_live(running.url, worked_example, headers={"Authorization": "Bearer s3cret"})
-    assert_worked_example(svc.metrics(running.url))
+    svc.assert_worked_example(svc.metrics(running.url))
 
 
 def test_metrics_negotiates_openmetrics_and_health_endpoints_answer(server):
