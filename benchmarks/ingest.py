@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 from exporter.config import Config  # noqa: E402
 from exporter.server import start_server  # noqa: E402
 from exporter.workload import emit, generate  # noqa: E402
-from otel_processor.directory import default_directory_path, load_directory  # noqa: E402
+from otel_processor.directory_source import default_directory_path, load_directory  # noqa: E402
 
 BATCH = 512
 HEADERS = {"Content-Type": "application/x-protobuf"}

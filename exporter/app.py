@@ -76,6 +76,12 @@ def traces() -> Response:
             pipeline.count("unauthorized")
             return _status(content_type, 401, "missing or wrong bearer token",
                            **{"WWW-Authenticate": "Bearer"})
+    if not pipeline.ready:
+        # No directory has loaded yet: attributing now would bill every token as not_member
+        # for good. The OTLP exporter retries a 503 after Retry-After.
+        pipeline.count("not_ready")
+        return _status(content_type, 503, "no directory loaded yet, retry later",
+                       **{"Retry-After": _RETRY_AFTER_SECONDS})
     length = request.content_length
     if length is not None and length > limits.max_body_bytes:
         pipeline.count("too_large")

@@ -118,8 +118,10 @@ def _plural(count: int, noun: str) -> str:
 
 def _check_config(args: argparse.Namespace) -> int:
     """Load the directory and the price catalog the config names; print what they hold."""
-    from otel_processor.directory import DirectoryError, load_directory
-    from otel_processor.prices import PriceError, load_prices
+    from otel_processor.directory import DirectoryError
+    from otel_processor.directory_source import load_directory
+    from otel_processor.prices import PriceError
+    from otel_processor.prices_source import load_prices
 
     config = load_config(args.config, overrides=_overrides(args, "directory", "prices"))
     found = [f"config OK: listen {config.listen}, state dir {config.state_dir}"]

@@ -21,6 +21,13 @@ from typing import Any
 
 import yaml
 
+from otel_processor.directory_source import (
+    DEFAULT_REFRESH_INTERVAL,
+    DEFAULT_TIMEOUT,
+    default_directory_path,
+)
+from otel_processor.prices_source import default_prices_path
+
 ENV_PREFIX = "LLM_TOKEN_EXPORTER_"
 #: The environment variable naming the config file (when no path is given).
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -114,8 +121,10 @@ class Config:
     #: A file path; "" is the price catalog shipped in the package.
     prices: str = _key("", "a file path", _path)
     state_dir: str = _key("./data", "a directory path", _not_empty)
-    directory_refresh_interval: float = _key(60.0, "a positive number of seconds", _positive)
-    directory_timeout: float = _key(10.0, "a positive number of seconds", _positive)
+    directory_refresh_interval: float = _key(
+        DEFAULT_REFRESH_INTERVAL, "a positive number of seconds", _positive
+    )
+    directory_timeout: float = _key(DEFAULT_TIMEOUT, "a positive number of seconds", _positive)
     #: The bearer token POST /v1/traces requires; "" is no authentication.
     auth_token: str = _key("", "a token without whitespace", _no_whitespace, secret=True)
     max_body_bytes: int = _key(8 * 1024 * 1024, "a positive integer", _positive)
@@ -157,15 +166,11 @@ class Config:
     @property
     def directory_source(self) -> str:
         """The directory to load: ``directory``, or the packaged demo directory when empty."""
-        from otel_processor.directory import default_directory_path
-
         return self.directory or str(default_directory_path())
 
     @property
     def prices_path(self) -> str:
         """The price catalog to load: ``prices``, or the packaged catalog when empty."""
-        from otel_processor.prices import default_prices_path
-
         return self.prices or str(default_prices_path())
 
 

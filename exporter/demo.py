@@ -28,7 +28,7 @@ from exporter.views import (
     unpriced,
 )
 from exporter.workload import emit, generate
-from otel_processor.directory import load_directory
+from otel_processor.directory_source import load_directory
 
 __all__ = ["DemoError", "main"]
 

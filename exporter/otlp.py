@@ -97,6 +97,17 @@ class _BadAttribute(Exception):
     """An attribute value that cannot be read: the span carrying it is refused."""
 
 
+class _OversizedInt:
+    """Stands for a JSON integer beyond Python's int() digit limit (4300 by default): of no
+    JSON type, so refused wherever it stands (an attribute's span, or the request for a
+    field such as a timestamp)."""
+
+    __slots__ = ()
+
+
+_OVERSIZED_INT = _OversizedInt()
+
+
 def decode_request(
     body: bytes,
     content_type: str | None,
@@ -113,8 +124,10 @@ def decode_request(
     decompressed, checked while inflating so that a gzip bomb is stopped early),
     413 ``too_many_spans``, 400 ``decode_error``. Spans with an invalid id or attribute are
     refused individually: reasons ``missing_trace_id``, ``invalid_trace_id``,
-    ``invalid_span_id``, ``invalid_parent_span_id``, ``invalid_attribute``. An all-zero
-    parent span id is read as "no parent" (a root), not refused.
+    ``invalid_span_id``, ``invalid_parent_span_id``, ``invalid_attribute`` (also for any
+    unforeseen failure reading one span's or its resource's attributes: one bad value never
+    costs the request). An all-zero parent span id is read as "no parent" (a root), not
+    refused. Raises nothing but :class:`OtlpError`.
     """
     media = _media_type(content_type)
     if media != PROTOBUF and media != JSON:
@@ -235,7 +248,7 @@ def _from_protobuf(body: bytes, max_spans: int, rejected: dict[str, int]) -> lis
     for rs in request.resource_spans:
         try:
             resource_attributes = attributes_of(rs.resource.attributes)
-        except _BadAttribute:
+        except Exception:  # _BadAttribute, or anything unforeseen: refuses this resource's spans
             resource_attributes = None
         for ss in rs.scope_spans:
             for span in ss.spans:
@@ -244,7 +257,7 @@ def _from_protobuf(body: bytes, max_spans: int, rejected: dict[str, int]) -> lis
                 if reason is None:
                     try:
                         attributes = attributes_of(span.attributes)
-                    except _BadAttribute:
+                    except Exception:  # _BadAttribute, or anything unforeseen: this span only
                         reason = "invalid_attribute"
                 if reason is None and resource_attributes is None:
                     reason = "invalid_attribute"
@@ -313,11 +326,29 @@ def _get(obj: dict, key: str, kind: type, path: str):
     raise _bad(f"{path}.{key}", _JSON_TYPE[kind], value)
 
 
-def _from_json(body: bytes, max_spans: int, rejected: dict[str, int]) -> list[WireSpan]:
+def _loads(body: bytes) -> object:
+    """``json.loads``; a body it cannot read is a 400 (a recursion limit included)."""
     try:
-        doc = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise OtlpError(400, "decode_error", f"body is not JSON: {exc}") from None
+        error = exc
+    if type(error) is ValueError:  # an integer over int()'s digit limit: JSON all the same
+        try:  # read again, each such integer standing for itself; only this case pays
+            return json.loads(body, parse_int=_int_or_oversized)
+        except (ValueError, RecursionError) as exc:  # JSON wrong further on
+            error = exc
+    raise OtlpError(400, "decode_error", f"body is not JSON: {error}")
+
+
+def _int_or_oversized(text: str) -> object:
+    try:
+        return int(text)
+    except ValueError:
+        return _OVERSIZED_INT
+
+
+def _from_json(body: bytes, max_spans: int, rejected: dict[str, int]) -> list[WireSpan]:
+    doc = _loads(body)
     if type(doc) is not dict:
         raise _bad("body", "an object", doc)
     spans: list[WireSpan] = []
@@ -329,7 +360,9 @@ def _from_json(body: bytes, max_spans: int, rejected: dict[str, int]) -> list[Wi
         resource = _get(rs, "resource", dict, path) or {}
         try:
             resource_attributes = _js_attributes(resource, f"{path}.resource")
-        except _BadAttribute:
+        except OtlpError:  # the request's shape is wrong: a 400 naming the field
+            raise
+        except Exception:  # _BadAttribute, or anything unforeseen: refuses this resource's spans
             resource_attributes = None
         for si, ss in enumerate(_get(rs, "scopeSpans", list, path) or ()):
             scope_path = f"{path}.scopeSpans[{si}]"
@@ -362,7 +395,9 @@ def _js_span(span: object, path: str, resource_attributes, rejected: dict) -> Wi
     end = _js_uint64(span.get("endTimeUnixNano"), f"{path}.endTimeUnixNano")
     try:
         attributes = _js_attributes(span, path)
-    except _BadAttribute:
+    except OtlpError:  # the request's shape is wrong: a 400 naming the field
+        raise
+    except Exception:  # _BadAttribute, or anything unforeseen in this span's values
         attributes = None
     reason = _id_problem(trace_id, span_id, parent)
     if reason is None and (attributes is None or resource_attributes is None):
@@ -462,7 +497,7 @@ def _js_scalar(kind: str, raw: object) -> object:
     elif kind == "doubleValue" and type(raw) in (int, float, str):
         try:  # proto3 JSON: a number, or "NaN", "Infinity", "-Infinity" or a number in a string
             return float(raw)
-        except ValueError:
+        except (ValueError, OverflowError):  # an integer beyond a double's range overflows
             pass
     elif kind == "bytesValue" and type(raw) is str:
         try:  # proto3 JSON bytes: base64, standard or URL-safe alphabet, padding optional

@@ -1,11 +1,17 @@
-"""The service's span path: normalise, deduplicate, assemble, attribute, commit durably.
+"""The service runtime of the one engine: read, deduplicate, assemble, attribute, commit.
 
-Request threads normalise their spans (so a bad span is refused in the request's own
-answer) and hand them to one writer thread, then wait. The writer takes every request
-waiting, assembles and attributes their spans, and commits the whole group in ONE SQLite
-transaction (group commit) before it wakes the requests: a 200 means durable. The writer
-owns the assembler, the dedupe window and the store; the ledger has its own lock and is
-read by /metrics.
+Request threads read their spans with the engine's ``read_span`` (so a bad span is refused
+in the request's own answer) and hand them to one writer thread, then wait. The writer
+takes every request waiting, assembles and attributes their spans (``engine.effects_of``),
+plans the ledger increments, commits the whole group in ONE SQLite transaction (group
+commit) and only then applies the plan to what /metrics shows and wakes the requests: a
+200 means durable, and a failed commit changes nothing visible (counters never go down).
+
+Dedupe (R8): every (trace id, span id) of the last ``dedupe_retention`` seconds is kept in
+the store, indexed; the newest ids are also kept in memory, and an id not found there is
+looked up on disk, so the window holds at any rate in bounded memory. The writer owns the
+assembler, the recent ids and the store; the ledger has its own lock and is read by
+/metrics.
 """
 
 from __future__ import annotations
@@ -18,26 +24,27 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from exporter.assembly import Assembler, Ready
 from exporter.store import Batch, PendingSpan, Store
 from otel_processor import metrics as m
-from otel_processor.attribution import attribute_usage, heat_event
-from otel_processor.conventions import MODEL, InvalidSpan, SpanRecord, normalize
-from otel_processor.directory import Directory, DirectorySource
-from otel_processor.ledger import Increment, Ledger, effects
+from otel_processor.assembly import Assembler, Ready
+from otel_processor.conventions import InvalidSpan, SpanRecord
+from otel_processor.directory import Directory
+from otel_processor.directory_source import DirectorySource
+from otel_processor.engine import LINK, effects_of, read_span
+from otel_processor.ledger import Increment, Ledger
 from otel_processor.prices import PriceCatalog
 
 logger = logging.getLogger(__name__)
 
 _THREAD_NAME = "llm-token-exporter-writer"
-_DEFAULT_MAX_SEEN = 1_000_000  # dedupe ids kept in memory at most (about 100 bytes each)
+_DEFAULT_MAX_SEEN = 200_000  # newest dedupe ids also kept in memory (about 100 bytes each)
 _PRUNE_EVERY = 30.0  # seconds between prunes of the durable dedupe table
 _TICK = 0.5  # seconds the writer sleeps when idle before it closes idle traces
 
 
 @dataclass
 class _Request:
-    spans: list[tuple[bytes, bytes, bytes | None, SpanRecord]]
+    spans: list[tuple[bytes, bytes, bytes | None, SpanRecord, bool]]  # bool: accepted
     increments: list[Increment]
     done: threading.Event | None = None
     ok: bool = False
@@ -97,11 +104,12 @@ class Pipeline:
 
     # -- state -------------------------------------------------------------------------
 
-    def _load(self) -> None:
-        """Build the writer's state from the store (at start, and after a failed commit)."""
+    def _load(self, *, ledger: bool = True) -> None:
+        """Build the writer's state from the store: at start, and after a failed commit
+        (then without the ledger, which shows only committed totals already)."""
         loaded = self._store.load()
-        self.ledger.reset()
-        self.ledger.load(loaded.totals, loaded.agent_users)
+        if ledger:
+            self.ledger.load(loaded.totals, loaded.agent_users)
         self._assembler = Assembler(**self._assembler_args)  # writer thread only
         # A restart gives open traces a fresh idle window: their other spans are likely
         # being retried by clients right now, however long the outage was.
@@ -111,10 +119,13 @@ class Pipeline:
                 p.trace_id, p.span_id, p.parent_id, p.record,
                 now=max(p.received_at, now), attributed=p.attributed,
             )
-        seen = loaded.seen[-self._max_seen:]  # oldest first: keep the newest
-        self._seen: OrderedDict[bytes, float] = OrderedDict(  # writer thread only
-            (t + s, at) for t, s, at in seen
-        )
+        # the newest ids seen, oldest first; the rest of the window is on disk
+        self._seen: OrderedDict[bytes, float] = OrderedDict()  # writer thread only
+
+    @property
+    def ready(self) -> bool:
+        """Whether spans can be attributed: a directory has loaded at least once."""
+        return self._directory.ready
 
     @property
     def pending_traces(self) -> int:
@@ -135,20 +146,18 @@ class Pipeline:
         timeout: float = 30.0,
     ) -> Outcome:
         """Normalise ``spans`` (``WireSpan``s), commit them durably, and say what happened."""
-        items: list[tuple[bytes, bytes, bytes | None, SpanRecord]] = []
+        items: list[tuple[bytes, bytes, bytes | None, SpanRecord, bool]] = []
         refused: dict[str, int] = dict(rejected) if rejected else {}
         for span in spans:
             try:
-                record = normalize(
-                    span.attributes,
-                    span.resource_attributes,
-                    error=span.error,
-                    duration_ns=max(0, span.end_ns - span.start_ns),
-                )
+                record = read_span(span.name, span.attributes, span.resource_attributes,
+                                   error=span.error, start_ns=span.start_ns, end_ns=span.end_ns)
             except InvalidSpan as exc:
                 refused[exc.reason] = refused.get(exc.reason, 0) + 1
+                record = LINK  # refused, yet it still links its descendants to their ancestors
+                items.append((span.trace_id, span.span_id, span.parent_span_id, record, False))
                 continue
-            items.append((span.trace_id, span.span_id, span.parent_span_id, record))
+            items.append((span.trace_id, span.span_id, span.parent_span_id, record, True))
         n_refused = sum(refused.values())
         increments: list[Increment] = [
             (m.SPANS_RECEIVED.name, ("otlp_http",), len(spans) + sum(n for _, n in rejected))
@@ -159,8 +168,8 @@ class Pipeline:
         if not request.done.wait(timeout) or not request.ok:
             return Outcome(False, 0, n_refused, 0, "not stored; retry")
         message = ", ".join(f"{n} {r}" for r, n in sorted(refused.items()))
-        return Outcome(True, len(items) - request.duplicates, n_refused, request.duplicates,
-                       message)
+        accepted = sum(1 for item in items if item[4]) - request.duplicates
+        return Outcome(True, max(0, accepted), n_refused, request.duplicates, message)
 
     def count(self, reason: str, n: int = 1, *, timeout: float = 5.0) -> None:
         """Count a whole request refused before its spans could be read.
@@ -199,11 +208,13 @@ class Pipeline:
             try:
                 self._process(group)
             except Exception:
-                logger.exception("commit failed; reloading the durable state")
+                # Nothing of the group is visible (plan -> commit -> apply): the clients
+                # retry. The writer's own state is rebuilt from what is committed.
+                logger.exception("commit failed; the group is answered 503 and retried")
                 for request in group:
                     request.ok = False
                 try:
-                    self._load()
+                    self._load(ledger=False)
                 except Exception:
                     logger.exception("reload failed")
             for request in group:
@@ -230,50 +241,62 @@ class Pipeline:
         g = _Group()
         batch = g.batch
         touched: dict[bytes, None] = {}
-        pending_increments: list[Increment] = []
+        increments: list[Increment] = []
+        users: list[tuple[str, str, str]] = []
+        on_disk = self._seen_on_disk(requests)
         for request in requests:
-            pending_increments += request.increments
-            for trace_id, span_id, parent_id, record in request.spans:
+            increments += request.increments
+            for trace_id, span_id, parent_id, record, accepted in request.spans:
                 key = trace_id + span_id
-                if key in self._seen or not self._assembler.add(
+                if key in self._seen or key in on_disk or not self._assembler.add(
                     trace_id, span_id, parent_id, record, now=now
                 ):
-                    request.duplicates += 1
+                    if accepted:
+                        request.duplicates += 1
                     continue
                 self._seen[key] = now
                 batch.seen.append((trace_id, span_id, now))
                 g.new[key] = PendingSpan(trace_id, span_id, parent_id, record, False, now)
                 touched[trace_id] = None
             if request.duplicates:
-                pending_increments.append((m.DUPLICATE_SPANS.name, (), request.duplicates))
+                increments.append((m.DUPLICATE_SPANS.name, (), request.duplicates))
         directory = self._directory.current
         for trace_id in touched:
             for ready in self._assembler.ready(trace_id):
-                self._attribute(ready, directory, g, pending_increments)
+                self._attribute(ready, directory, g, increments, users)
         closed = self._assembler.close_over_capacity() + self._assembler.close_idle(now)
         for c in closed:
             for ready in c.leftovers:
-                self._attribute(ready, directory, g, pending_increments)
-            pending_increments.append((m.TRACES_FLUSHED.name, (c.reason,), 1))
+                self._attribute(ready, directory, g, increments, users)
+            increments.append((m.TRACES_FLUSHED.name, (c.reason,), 1))
         dropped = {c.trace_id for c in closed}
         batch.dropped_traces = list(dropped)
         batch.new_spans = [p for p in g.new.values() if p.trace_id not in dropped]
         self._forget_seen(now, batch)
-        if (batch.new_spans or batch.dropped_traces or pending_increments or batch.attributed
-                or batch.prune_seen_before is not None):
-            self.ledger.add(pending_increments, applied=batch.increments)
+        plan = self.ledger.plan(increments, users)
+        batch.increments, batch.agent_users = plan.increments, plan.agent_users
+        if (batch.new_spans or batch.dropped_traces or batch.increments or batch.attributed
+                or batch.agent_users or batch.prune_seen_before is not None):
             self._store.commit(batch)
+        self.ledger.apply(plan)  # only once committed: what /metrics shows never goes down
         for request in requests:
             request.ok = True
 
+    def _seen_on_disk(self, requests: list[_Request]) -> set[bytes]:
+        """Ids of the group that the store has seen within the window, beyond memory's."""
+        candidates = [
+            trace_id + span_id
+            for request in requests
+            for trace_id, span_id, *_ in request.spans
+            if trace_id + span_id not in self._seen
+        ]
+        return self._store.seen_before(candidates) if candidates else set()
+
     def _attribute(
-        self, ready: Ready, directory: Directory, g: _Group, increments: list[Increment]
+        self, ready: Ready, directory: Directory, g: _Group, increments: list[Increment],
+        users: list[tuple[str, str, str]],
     ) -> None:
-        record = ready.record
-        if record.kind == MODEL:
-            event = attribute_usage(record, ready.ancestors, directory, self._prices)
-        else:
-            event = heat_event(record, ready.ancestors, directory)
+        found, user = effects_of(ready.record, ready.ancestors, directory, self._prices)
         key = ready.trace_id + ready.span_id
         new = g.new.get(key)
         if new is not None:
@@ -281,14 +304,12 @@ class Pipeline:
                                      new.received_at)
         else:
             g.batch.attributed.append((ready.trace_id, ready.span_id))
-        if event is None:
-            return
-        incs, user = effects(event)
-        increments += incs
-        if user is not None and self.ledger.add_agent_user(*user):
-            g.batch.agent_users.append(user)
+        increments += found
+        if user is not None:
+            users.append(user)
 
     def _forget_seen(self, now: float, batch: Batch) -> None:
+        """Keep the newest ids in memory, bounded; prune the store's window now and then."""
         seen = self._seen
         horizon = now - self._retention
         while seen:

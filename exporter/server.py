@@ -21,9 +21,9 @@ from exporter.config import Config
 from exporter.pipeline import Pipeline
 from exporter.store import Store
 from otel_processor.collector import Health, TokenCollector
-from otel_processor.directory import DirectorySource, default_directory_path
+from otel_processor.directory_source import DirectorySource, default_directory_path
 from otel_processor.ledger import Ledger
-from otel_processor.prices import load_prices
+from otel_processor.prices_source import load_prices
 
 logger = logging.getLogger(__name__)
 

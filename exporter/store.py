@@ -7,9 +7,19 @@ sent after it survives a process kill and a power loss; ``"NORMAL"`` survives a 
 only.
 
 Single writer: one thread at a time uses the store. The service's writer thread calls
-``commit`` once per group of requests; ``load`` runs before it starts (or on it, after a
-failed commit) and ``close`` after it stops. Overlapping calls are refused with
-:class:`StoreError`, not serialised: they are a bug in the caller.
+``commit`` once per group of requests, and ``seen_before`` before it; ``load`` runs before it
+starts (or on it, after a failed commit) and ``close`` after it stops. Overlapping calls are
+refused with :class:`StoreError`, not serialised: they are a bug in the caller.
+
+One store per state directory: a store holds an exclusive ``flock`` on ``<state_dir>/lock``
+from open to ``close``, and a second one on the same directory (from another process, or
+from this one) is refused with :class:`StateDirLocked`. Two services on one state (as in a
+rolling update) would both attribute the pending spans they load, and neither would dedupe
+against the other.
+
+Seen span ids stay on disk, indexed (``seen_ids`` below): ``load`` does not read them, and
+the writer asks :meth:`Store.seen_before` about the ids its in-memory recent set does not
+hold, so memory stays bounded however many ids the dedupe window holds (tens of millions).
 
 The store keeps no business rules (no caps, no dedupe policy): it persists what it is given.
 Totals are exact integers, far beyond 64 bits (see ``totals`` below).
@@ -17,24 +27,33 @@ Totals are exact integers, far beyond 64 bits (see ``totals`` below).
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import json
 import logging
 import operator
 import os
 import pathlib
+import socket
 import sqlite3
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 from otel_processor.conventions import SpanRecord
 from otel_processor.ledger import Increment
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FILENAME = "ledger.sqlite3"
+LOCK_FILENAME = "lock"
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BUSY_TIMEOUT_MS = 5_000  # only another process (a backup, the sqlite3 shell) can hold the lock
 _KEY_CACHE_SIZE = 65_536
 _TRACE_ID_SIZE, _SPAN_ID_SIZE = 16, 8
+_SEEN_ID_SIZE = _TRACE_ID_SIZE + _SPAN_ID_SIZE
+# Ids per lookup statement: under SQLite's 999-parameter floor of older builds, and large
+# enough that statement overhead is small next to the index seeks.
+_LOOKUP_CHUNK = 500
 _LOW = 2**62
 
 logger = logging.getLogger(__name__)
@@ -46,6 +65,16 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 # kept once per database in record_formats, so a record written by another version loads.
 _RECORD_FIELDS = tuple(f.name for f in fields(SpanRecord))
 _record_values = operator.attrgetter(*_RECORD_FIELDS)
+
+# One row per seen span id: id = trace id (16 bytes) + span id (8), at = when last seen.
+# Keyed by id so that seen_before is a few index seeks per id and nothing is loaded into
+# memory. The price: ids are random, so a commit dirties about one leaf page per new trace
+# (spans of one trace share a prefix, hence a page), and so does pruning: at 10 M ids, 2000
+# spans of 2000 traces write ~8 MiB of WAL, 50-100 ms a commit (measured; 20 ms for 200).
+_CREATE_SEEN_IDS = "CREATE TABLE seen_ids (id BLOB PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID"
+# Pruning by time: O(log n) to find the cut, then the old rows in order; `at` only grows,
+# so inserts here append at the right edge (few dirty pages).
+_CREATE_SEEN_IDS_AT = "CREATE INDEX seen_ids_at ON seen_ids (at)"
 
 _SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -63,14 +92,9 @@ _SCHEMA = (
     " attributed INTEGER NOT NULL, received_at REAL NOT NULL)",
     # Lookups and updates by id, and deletes by trace (a prefix), are O(log n).
     "CREATE UNIQUE INDEX pending_span ON pending (trace_id, span_id)",
-    # One row per time `at`: the ids seen then, 24 bytes each (trace id + span id). No index
-    # on ids: the writer dedupes in memory from Loaded.seen, and an index on random ids would
-    # dirty about one page per id per commit once it is large.
-    "CREATE TABLE seen (at REAL NOT NULL, ids BLOB NOT NULL)",
-    "CREATE INDEX seen_at ON seen (at)",  # pruning and loading oldest first: O(log n)
+    _CREATE_SEEN_IDS,
+    _CREATE_SEEN_IDS_AT,
 )
-#: version n -> statements taking a database from n to n + 1 (none yet).
-_MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
 _INSERT_SPAN = (
     "INSERT INTO pending (trace_id, span_id, parent_id, format, record, attributed,"
@@ -84,12 +108,50 @@ _ADD_TOTAL = (
     f" low = (low + excluded.low) % {_LOW}"
 )
 _ADD_USER = "INSERT INTO agent_users (key) VALUES (?) ON CONFLICT (key) DO NOTHING"
-_ADD_SEEN = "INSERT INTO seen (at, ids) VALUES (?, ?)"
-_PRUNE_SEEN = "DELETE FROM seen WHERE at < ?"
+# An id seen again keeps its latest time, whatever the order of the commits.
+_ADD_SEEN = (
+    "INSERT INTO seen_ids (id, at) VALUES (?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET at = max(at, excluded.at)"
+)
+_PRUNE_SEEN = "DELETE FROM seen_ids WHERE at < ?"
+_LOOKUP_SEEN = f"SELECT id FROM seen_ids WHERE id IN ({', '.join('?' * _LOOKUP_CHUNK)})"
+_COUNT_SEEN = "SELECT count(*) FROM seen_ids"
+
+
+def _seen_ids_from_schema_1(db: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: the id blobs of ``seen`` (24 bytes per id) become rows of seen_ids.
+
+    In Python, not SQL: splitting a blob in SQL (substr in a recursive CTE) copies the blob
+    once per id, quadratic in its size. Rows stream in table order (the upsert keeps each
+    id's latest time whatever the order), so memory stays flat.
+    """
+    db.execute(_CREATE_SEEN_IDS)
+    db.execute(_CREATE_SEEN_IDS_AT)
+    rows = db.execute("SELECT at, ids FROM seen")
+    db.executemany(_ADD_SEEN, (
+        (ids[i : i + _SEEN_ID_SIZE], at)
+        for at, ids in rows
+        for i in range(0, len(ids) - _SEEN_ID_SIZE + 1, _SEEN_ID_SIZE)
+    ))
+    db.execute("DROP TABLE seen")  # its index seen_at goes with it
+
+
+#: version n -> steps taking a database from n to n + 1, in one transaction with the rest
+#: of the upgrade: SQL text, or a function of the connection for what SQL does badly.
+_MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
+    1: (_seen_ids_from_schema_1,),
+}
 
 
 class StoreError(Exception):
     """The ledger cannot be opened, read or written; the message names the file."""
+
+
+class StateDirLocked(StoreError):
+    """Another store (another process, or this one) holds the state directory.
+
+    The message is one line naming the directory and the holder as it recorded itself.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +171,10 @@ class Batch:
     """What one group commit changes; applied in field order, in one transaction.
 
     A new span whose id is already pending keeps the first copy; ``dropped_traces`` apply
-    after ``new_spans`` and ``attributed``; an id in ``seen`` twice counts at its latest time
-    (ids must be 16 + 8 bytes); ``prune_seen_before`` applies last. Increments on the same
-    key add up, zero included (it creates the series, as in the in-memory ledger).
+    after ``new_spans`` and ``attributed``; an id in ``seen`` (16 + 8 bytes) already stored,
+    or in ``seen`` twice, keeps its latest time; ``prune_seen_before`` applies last and
+    forgets the seen ids older than it. Increments on the same key add up, zero included (it
+    creates the series, as in the in-memory ledger).
     """
 
     new_spans: list[PendingSpan] = field(default_factory=list)
@@ -125,12 +188,11 @@ class Batch:
 
 @dataclass
 class Loaded:
-    """Everything the store holds, as :meth:`Store.load` read it."""
+    """What :meth:`Store.load` reads back: all but the seen ids (see :meth:`Store.seen_before`)."""
 
     totals: dict[str, dict[tuple[str, ...], int]]  # family -> label values -> amount
     agent_users: set[tuple[str, str, str]]
     pending: list[PendingSpan]  # in received order
-    seen: list[tuple[bytes, bytes, float]]  # oldest first, each id once
 
 
 def _strings(values: tuple, what: str, size: int | None = None) -> tuple:
@@ -158,14 +220,17 @@ class Store:
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
         self.path = pathlib.Path(state_dir) / FILENAME
-        # Held for the whole of each call: commit and load refuse to wait for it (overlap is
-        # a caller bug), close waits for it (an in-flight commit finishes first).
+        # Held for the whole of each call: commit, load and the seen queries refuse to wait
+        # for it (overlap is a caller bug), close waits for it (an in-flight commit finishes).
         self._busy = threading.Lock()
         # (family, labels) -> totals key text; guarded by _busy, cleared when full
         self._keys: dict[tuple[str, tuple[str, ...]], str] = {}
         self._db: sqlite3.Connection | None = None  # guarded by _busy; None once closed
+        # fd of <state_dir>/lock, flocked; guarded by _busy; None once closed
+        self._lock: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = self._lock_state_dir()  # before SQLite: a refused store reads nothing
             # check_same_thread off: the store is opened on the main thread and handed to the
             # writer thread; _busy refuses concurrent use instead.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -175,9 +240,42 @@ class Store:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            if self._lock is not None:
+                os.close(self._lock)  # releases the flock
+                self._lock = None
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"{self.path}: cannot open the ledger: {exc}") from exc
+
+    def _lock_state_dir(self) -> int:
+        """Flock ``<state_dir>/lock`` for this store's lifetime; return its fd.
+
+        flock, not fcntl record locks: a flock belongs to the open file description, so a
+        second store in this process (its own open) is refused too, and closing some other
+        fd of the file elsewhere in the process does not release it. The kernel drops it
+        when the process dies, however it dies: a lock file left behind blocks nobody.
+        """
+        path = self.path.parent / LOCK_FILENAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # EWOULDBLOCK: held by another open of the file
+                text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+                # The holder writes right after locking: the file is empty only in that instant.
+                holder = text.splitlines()[0][:200] if text else "another process"
+                raise StateDirLocked(
+                    f"state directory {os.path.abspath(self.path.parent)} is in use by"
+                    f" {holder}; stop that process or use another --state-dir"
+                ) from None
+            since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            holder = f"pid {os.getpid()} on {socket.gethostname()} since {since}\n"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _configure(self, synchronous: str) -> None:
         db = self._db
@@ -223,8 +321,11 @@ class Store:
             while version < SCHEMA_VERSION:
                 if version not in _MIGRATIONS:
                     raise StoreError(f"{self.path}: no migration from schema {version}")
-                for statement in _MIGRATIONS[version]:
-                    db.execute(statement)
+                for step in _MIGRATIONS[version]:
+                    if callable(step):
+                        step(db)
+                    else:
+                        db.execute(step)
                 version += 1
                 db.execute("UPDATE schema_version SET version = ?", (version,))
             names = _encode(_RECORD_FIELDS)
@@ -248,7 +349,7 @@ class Store:
         return self._db
 
     def load(self) -> Loaded:
-        """Read back everything committed: totals, agent users, pending spans, seen ids."""
+        """Read back what is committed: totals, agent users, pending spans (not seen ids)."""
         db = self._enter()
         try:
             db.execute("BEGIN")  # one snapshot for all the reads
@@ -278,15 +379,7 @@ class Store:
                 " FROM pending ORDER BY seq"
             )
         ]
-        latest: dict[bytes, float] = {}  # an id seen twice counts at its latest time
-        size = _TRACE_ID_SIZE + _SPAN_ID_SIZE
-        for at, ids in db.execute("SELECT at, ids FROM seen ORDER BY at, rowid"):
-            for i in range(0, len(ids), size):
-                key = ids[i : i + size]
-                latest.pop(key, None)
-                latest[key] = at
-        seen = [(key[:_TRACE_ID_SIZE], key[_TRACE_ID_SIZE:], at) for key, at in latest.items()]
-        return Loaded(totals, users, pending, seen)
+        return Loaded(totals, users, pending)
 
     def _decoder(self, names: list[str]):
         """A function: record text written with field ``names`` -> this program's SpanRecord."""
@@ -302,6 +395,49 @@ class Store:
             return SpanRecord(**{n: v for n, v in values if n in _RECORD_FIELDS})
 
         return decode
+
+    def seen_before(self, keys: Sequence[bytes]) -> set[bytes]:
+        """The ``keys`` (trace id + span id, 24 bytes each) that a committed batch has seen.
+
+        An id counts until a ``prune_seen_before`` past its time removes it. Index seeks, a
+        few per key, in statements of :data:`_LOOKUP_CHUNK` keys under one read snapshot;
+        memory is that of the answer. Raises :class:`StoreError` for a key that is not 24
+        bytes (it could never match, and would hide a caller bug) as for I/O.
+        """
+        db = self._enter()
+        try:
+            keys = list(keys)
+            if not keys:
+                return set()
+            for key in keys:
+                if type(key) is not bytes or len(key) != _SEEN_ID_SIZE:
+                    raise ValueError(f"seen key {key!r:.80} is not 24 bytes")
+            found: set[bytes] = set()
+            db.execute("BEGIN")  # one snapshot for all the chunks
+            try:
+                for start in range(0, len(keys), _LOOKUP_CHUNK):
+                    chunk = keys[start : start + _LOOKUP_CHUNK]
+                    # One statement text, prepared once (the module caches it): the last
+                    # chunk is padded with its own first key, which IN ignores.
+                    chunk += chunk[:1] * (_LOOKUP_CHUNK - len(chunk))
+                    found.update(key for (key,) in db.execute(_LOOKUP_SEEN, chunk))
+            finally:
+                db.execute("COMMIT")
+            return found
+        except Exception as exc:
+            raise StoreError(f"{self.path}: cannot look up seen ids: {exc}") from exc
+        finally:
+            self._busy.release()
+
+    def seen_count(self) -> int:
+        """How many seen ids are stored; counts the whole index, O(n): for tests, rarely else."""
+        db = self._enter()
+        try:
+            return db.execute(_COUNT_SEEN).fetchone()[0]
+        except Exception as exc:
+            raise StoreError(f"{self.path}: cannot count seen ids: {exc}") from exc
+        finally:
+            self._busy.release()
 
     def commit(self, batch: Batch) -> None:
         """Apply ``batch`` in one transaction, durable on return; nothing of it on error.
@@ -335,16 +471,17 @@ class Store:
             sums[key] = sums.get(key, 0) + amount
         totals = [(self._key(key), *divmod(amount, _LOW)) for key, amount in sums.items()]
         users = [(_encode(_strings(user, "agent user", 3)),) for user in batch.agent_users]
-        by_time: dict[float, bytearray] = {}
+        latest: dict[bytes, float] = {}  # an id twice in the batch: one row, latest time
         for trace, span, at in batch.seen:
             if len(trace) != _TRACE_ID_SIZE or len(span) != _SPAN_ID_SIZE:
                 raise ValueError(f"seen id {trace!r}, {span!r} is not 16 + 8 bytes")
-            ids = by_time.get(at)
-            if ids is None:
-                ids = by_time[at] = bytearray()
-            ids += trace
-            ids += span
-        seen = [(_time(at, "seen at"), bytes(ids)) for at, ids in by_time.items()]
+            _time(at, "seen at")
+            key = bytes(trace) + bytes(span)
+            if key not in latest or at > latest[key]:
+                latest[key] = at
+        # In id order: each upsert finds its path down the index mostly in the pages the one
+        # before it used (measured: 15 % less time than in arrival order).
+        seen = sorted(latest.items())
         dropped = [(trace,) for trace in batch.dropped_traces]
         prune = batch.prune_seen_before
         if prune is not None:
@@ -385,9 +522,13 @@ class Store:
             raise
 
     def close(self) -> None:
-        """Checkpoint the WAL into the database file and close; idempotent."""
+        """Checkpoint the WAL into the database file, close, release the state directory.
+
+        Idempotent. The directory lock goes last: the next store opens a checkpointed file.
+        """
         with self._busy:  # waits for an in-flight commit
             db, self._db = self._db, None
+            lock, self._lock = self._lock, None
             if db is None:
                 return
             try:
@@ -395,4 +536,8 @@ class Store:
             except sqlite3.Error:
                 logger.warning("%s: WAL checkpoint at close failed", self.path, exc_info=True)
             finally:
-                db.close()
+                try:
+                    db.close()
+                finally:
+                    if lock is not None:
+                        os.close(lock)  # releases the flock (the only fd of this description)

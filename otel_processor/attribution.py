@@ -129,6 +129,19 @@ def _agent_of(record: SpanRecord, directory: Directory) -> str | None:
     return None
 
 
+def _flow_of_invocation(
+    agent: str, ancestors: Sequence[SpanRecord], directory: Directory
+) -> bool:
+    """R5: whether a bound chat workflow of ``agent`` is the flow of the invocation above it."""
+    for ancestor in ancestors:  # nearest first
+        if ancestor.kind == AGENT:
+            return ancestor.agent_id is None or ancestor.agent_id == agent
+        above = _agent_of(ancestor, directory)
+        if above is not None:
+            return above == agent
+    return False
+
+
 def outermost_agent(ancestors: Sequence[SpanRecord], directory: Directory) -> str | None:
     """R4 (with R5's stand-in): the outermost agent-invocation ancestor."""
     for ancestor in reversed(ancestors):  # root first: the first match is the outermost
@@ -196,7 +209,9 @@ def heat_event(
     """R6: an agent invocation or workflow run, over all callers, with the owner tenant.
 
     Every agent span counts (sub-agents too). A chat workflow bound to an agent counts as
-    an invocation of that agent only when nothing above it already stands for the agent.
+    an invocation of that agent unless it is the flow of an invocation already counted: its
+    nearest ancestor that stands for an agent is that same agent, or an agent span without
+    an id (R5).
     Every non-chat workflow span is a run, nested runs included.
     """
     if record.kind == AGENT:
@@ -207,7 +222,7 @@ def heat_event(
         return None
     if is_chat_workflow(record, directory):
         agent = _agent_of(record, directory)
-        if agent is None or outermost_agent(ancestors, directory) is not None:
+        if agent is None or _flow_of_invocation(agent, ancestors, directory):
             return None
         caller = _nearest(record, ancestors, "caller")
         return HeatEvent(AGENT_INVOCATION, agent, directory.agent_owner(agent), caller)

@@ -25,6 +25,10 @@ OTHER = "other"
 MAX_TOKENS_PER_SPAN = 10**10
 #: Ids longer than this are refused: they would become unbounded label values.
 MAX_ID_LENGTH = 256
+# An integer id of more bits has more than MAX_ID_LENGTH digits (a digit is log2(10) < 4
+# bits): refused before str(), which raises beyond Python's 4300-digit limit.
+_MAX_ID_BITS = 4 * MAX_ID_LENGTH
+_MAX_TOKEN_DIGITS = len(str(MAX_TOKENS_PER_SPAN))
 
 _MODEL_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
 _OPERATION_KIND = {
@@ -94,6 +98,11 @@ class InvalidSpan(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+
+
+def _unreadable(exc: BaseException) -> InvalidSpan:
+    """Whatever else reading one span raised: that span is refused, nothing more."""
+    return InvalidSpan("invalid_attribute", f"attributes could not be read ({type(exc).__name__})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,15 +188,33 @@ def scan(attributes: Mapping) -> dict[str, Any]:
 
 
 def _ident(found: Mapping, field: str) -> str | None:
+    """An id as a label value will hold it: a short string that encodes as UTF-8.
+
+    Every string of a :class:`SpanRecord` is read here (model, provider, caller, ...): a lone
+    surrogate (a JSON ``"\\ud800"`` escape) stored once would fail every /metrics scrape.
+    """
     value = found.get(field)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidSpan("invalid_attribute", f"{field} must be a string, got {value!r:.60}")
+    if not isinstance(value, str) and value.bit_length() > _MAX_ID_BITS:
+        raise InvalidSpan("invalid_attribute", f"{field} longer than {MAX_ID_LENGTH} characters")
     value = str(value).strip()
     if len(value) > MAX_ID_LENGTH:
         raise InvalidSpan("invalid_attribute", f"{field} longer than {MAX_ID_LENGTH} characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidSpan("invalid_attribute", f"{field} is not valid UTF-8 (a lone "
+                              f"surrogate): {value!r:.60}") from None
     return value or None
+
+
+def _shown(value: int) -> str:
+    """An integer for a refusal's message: str() raises beyond 4300 digits."""
+    return str(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
 
 
 def _tokens(found: Mapping, field: str) -> int | None:
@@ -197,10 +224,17 @@ def _tokens(found: Mapping, field: str) -> int | None:
     if isinstance(value, bool):
         raise InvalidSpan("invalid_token_count", f"{field} is a boolean")
     if isinstance(value, str):
-        # Lenient on a decimal integer written as a string ("120"): nothing is lost.
+        # Lenient on a decimal integer written as a string ("120"): nothing is lost. ASCII
+        # digits only: str.isdigit() also holds for "²", which int() refuses, and int()
+        # reads other scripts' digits, which no client writes.
         text = value.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise InvalidSpan("invalid_token_count", f"{field}={value!r:.40} is not an integer")
+        if len(text) > _MAX_TOKEN_DIGITS:  # int() raises beyond 4300 digits; bound it first
+            text = text.lstrip("0") or "0"
+            if len(text) > _MAX_TOKEN_DIGITS:
+                raise InvalidSpan("invalid_token_count",
+                                  f"{field} is beyond {MAX_TOKENS_PER_SPAN}")
         value = int(text)
     elif isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
@@ -209,22 +243,27 @@ def _tokens(found: Mapping, field: str) -> int | None:
     elif not isinstance(value, int):
         raise InvalidSpan("invalid_token_count", f"{field} has type {type(value).__name__}")
     if value < 0:
-        raise InvalidSpan("invalid_token_count", f"{field}={value} is negative")
+        raise InvalidSpan("invalid_token_count", f"{field}={_shown(value)} is negative")
     if value > MAX_TOKENS_PER_SPAN:
-        raise InvalidSpan("invalid_token_count", f"{field}={value} is beyond {MAX_TOKENS_PER_SPAN}")
+        raise InvalidSpan("invalid_token_count",
+                          f"{field}={_shown(value)} is beyond {MAX_TOKENS_PER_SPAN}")
     return value
 
 
 def kind_of(found: Mapping) -> str:
-    """Classify scanned fields: model call, agent, workflow, tool or other (first match wins)."""
+    """Classify scanned fields: model call, agent, workflow, tool or other (first match wins).
+
+    Only strings name a kind: a value of another type is no kind, never a lookup that raises
+    (an unhashable value) or a str() that does (an integer beyond 4300 digits).
+    """
     op = found.get("op")
-    if op is not None:
+    if isinstance(op, str):
         kind = _OPERATION_KIND.get(op)
         if kind is not None:
             return kind
     oi = found.get("oi_kind")
-    if oi is not None:
-        kind = _OPENINFERENCE_KIND.get(str(oi).upper())
+    if isinstance(oi, str):
+        kind = _OPENINFERENCE_KIND.get(oi.upper())
         if kind is not None:
             return kind
     if found.get("dify_kind") == "LLM" or found.get("coze_type") == "model":
@@ -232,7 +271,7 @@ def kind_of(found: Mapping) -> str:
     if "tl_request" in found:
         return MODEL
     tl = found.get("tl_kind")
-    if tl is not None:
+    if isinstance(tl, str):
         kind = _TRACELOOP_KIND.get(tl)
         if kind is not None:
             return kind
@@ -252,7 +291,7 @@ def _metadata_tenant(found: Mapping) -> str | None:
         return None
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's limit
         return None
     value = doc.get("tenant_id") if isinstance(doc, dict) else None
     return _ident({"metadata.tenant_id": value}, "metadata.tenant_id")
@@ -264,7 +303,7 @@ def _openinference_model(found: Mapping) -> str | None:
         return None
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's limit
         return None
     value = doc.get("model") if isinstance(doc, dict) else None
     return _ident({"model": value}, "model")
@@ -283,8 +322,8 @@ def _id_from_name(name: str | None, prefix: str) -> str | None:
 def _is_chat_workflow(found: Mapping) -> bool:
     if found.get("workflow_type") == "chatflow" or found.get("app_mode") == "advanced-chat":
         return True
-    mode = found.get("workflow_mode")
-    return mode is not None and str(mode) == "3"
+    mode = found.get("workflow_mode")  # 3 or "3"; never str() an integer of any size
+    return mode == "3" or isinstance(mode, int) and mode == 3
 
 
 # Resources are few and shared by many spans: their scan is kept, keyed by identity.
@@ -320,14 +359,18 @@ def normalize(
     :class:`InvalidSpan` for data that cannot be believed (a negative token count, an id
     that is not a string, ...). ``name`` is the span name: the id of an agent or workflow
     span that carries none in its attributes.
+
+    Raises nothing else, whatever the input: an unforeseen failure reading one span is
+    :class:`InvalidSpan` ``invalid_attribute`` (the try costs nothing when nothing raises).
     """
-    return from_fields(
-        scan(attributes) if attributes else {},
-        resource_attributes,
-        error=error,
-        duration_ns=duration_ns,
-        name=name,
-    )
+    try:
+        return _from_fields(
+            scan(attributes) if attributes else {}, resource_attributes, error, duration_ns, name
+        )
+    except InvalidSpan:
+        raise
+    except Exception as exc:
+        raise _unreadable(exc) from exc
 
 
 def from_fields(
@@ -338,7 +381,19 @@ def from_fields(
     duration_ns: int | None = None,
     name: str | None = None,
 ) -> SpanRecord:
-    """:func:`normalize` for attributes already read by :func:`scan` (read them once)."""
+    """:func:`normalize` for attributes already read by :func:`scan` (read them once).
+
+    Raises only :class:`InvalidSpan`, as :func:`normalize`.
+    """
+    try:
+        return _from_fields(found, resource_attributes, error, duration_ns, name)
+    except InvalidSpan:
+        raise
+    except Exception as exc:
+        raise _unreadable(exc) from exc
+
+
+def _from_fields(found, resource_attributes, error, duration_ns, name) -> SpanRecord:
     res_caller = res_tenant = None
     if resource_attributes:
         res = _scan_resource(resource_attributes)

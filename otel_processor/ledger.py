@@ -27,7 +27,7 @@ DEFAULT_MAX_SERIES_PER_METRIC = 20_000
 #: Distinct (agent, caller) pairs remembered for ``llm_agent_users``.
 DEFAULT_MAX_AGENT_USERS = 1_000_000
 
-_FAMILIES = {f.name: f for f in m.LEDGER_COUNTERS}
+_FAMILIES = {f.name: f for f in (*m.LEDGER_COUNTERS, m.AGENT_USERS)}
 
 
 def usage_increments(event: UsageEvent) -> list[Increment]:
@@ -99,8 +99,28 @@ class Snapshot:
         return self.counters.get(family, {}).get(tuple(labels), 0)
 
 
+@dataclass
+class Plan:
+    """What a group of increments will change, decided before anything changes.
+
+    ``increments`` are final: ids past a series cap already folded into ``__overflow__``,
+    the overflow counts included; ``agent_users`` are the (owner, agent, caller) triples new
+    to the ledger. A durable runtime commits exactly this, then :meth:`Ledger.apply` shows it.
+    """
+
+    increments: list[Increment] = field(default_factory=list)
+    agent_users: list[tuple[str, str, str]] = field(default_factory=list)
+
+
 class Ledger:
-    """Exact totals by tuple key; thread-safe; bounded."""
+    """Exact totals by tuple key; thread-safe; bounded.
+
+    Changes go plan -> (commit) -> apply: :meth:`plan` decides the final keys without
+    changing anything, :meth:`apply` adds a plan. What :meth:`snapshot` shows therefore only
+    ever grows, and a failed commit between the two changes nothing visible. One writer at a
+    time plans and applies (the service's writer thread, the in-process worker): a plan is
+    only valid against the state it was made on.
+    """
 
     def __init__(
         self,
@@ -110,6 +130,8 @@ class Ledger:
     ) -> None:
         if max_series_per_metric < 1:
             raise ValueError(f"max_series_per_metric must be >= 1, got {max_series_per_metric}")
+        if max_agent_users < 1:
+            raise ValueError(f"max_agent_users must be >= 1, got {max_agent_users}")
         self._max_series = max_series_per_metric
         self._max_agent_users = max_agent_users
         self._lock = threading.Lock()
@@ -120,71 +142,90 @@ class Ledger:
         for name, keys in m.KNOWN_SERIES.items():
             for key in keys:
                 self._counters[name][key] = 0
-        # (owner_tenant, agent) -> distinct callers; guarded by _lock, bounded in total
+        # (owner_tenant, agent) -> distinct callers; guarded by _lock. Keys are capped like a
+        # metric's series (they are llm_agent_users' series), callers in total.
         self._agent_users: dict[tuple[str, str], set[str]] = {}
         self._agent_user_pairs = 0  # guarded by _lock
 
-    def add(
-        self, increments: Iterable[Increment], applied: list[Increment] | None = None
-    ) -> None:
-        """Add increments; past a metric's cap its id labels fold into ``__overflow__``.
+    # -- plan and apply ----------------------------------------------------------------
 
-        With ``applied``, what was really added (overflow keys, overflow counts) is appended
-        to it, for a store that must persist exactly what the ledger holds.
-        """
+    def plan(
+        self,
+        increments: Iterable[Increment],
+        agent_users: Iterable[tuple[str, str, str]] = (),
+    ) -> Plan:
+        """The final form of ``increments`` and ``agent_users``; changes nothing."""
+        out = Plan()
         with self._lock:
+            new_keys: dict[str, set[tuple[str, ...]]] = {}  # keys this plan creates
+            overflow: dict[str, int] = {}  # family -> increments folded
             for name, key, amount in increments:
                 table = self._counters[name]
-                if key not in table and len(table) >= self._max_series:
-                    key = self._overflow_key(name, key, applied)
+                if key not in table:
+                    created = new_keys.setdefault(name, set())
+                    if key not in created:
+                        if len(table) + len(created) >= self._max_series:
+                            overflow[name] = overflow.get(name, 0) + 1
+                            key = _folded(name, key)
+                            if key not in table:
+                                created.add(key)
+                        else:
+                            created.add(key)
+                out.increments.append((name, key, amount))
+            users_new: dict[tuple[str, str], set[str]] = {}
+            pairs = self._agent_user_pairs
+            series = len(self._agent_users)
+            for owner, agent, caller in agent_users:
+                key = (owner, agent)
+                known = self._agent_users.get(key)
+                planned = users_new.get(key)
+                if known is None and planned is None and series >= self._max_series:
+                    overflow[m.AGENT_USERS.name] = overflow.get(m.AGENT_USERS.name, 0) + 1
+                    key = _folded(m.AGENT_USERS.name, key)
+                    known, planned = self._agent_users.get(key), users_new.get(key)
+                if (known is not None and caller in known) or (
+                    planned is not None and caller in planned
+                ):
+                    continue
+                if pairs >= self._max_agent_users:
+                    overflow[m.AGENT_USERS.name] = overflow.get(m.AGENT_USERS.name, 0) + 1
+                    continue
+                if known is None and planned is None:
+                    series += 1
+                users_new.setdefault(key, set()).add(caller)
+                pairs += 1
+                out.agent_users.append((*key, caller))
+            for name, n in overflow.items():
+                out.increments.append((m.SERIES_OVERFLOW.name, (name,), n))
+        return out
+
+    def apply(self, plan: Plan) -> None:
+        """Add a plan made by :meth:`plan` (after its commit, for a durable runtime)."""
+        with self._lock:
+            counters = self._counters
+            for name, key, amount in plan.increments:
+                table = counters[name]
                 table[key] = table.get(key, 0) + amount
-                if applied is not None:
-                    applied.append((name, key, amount))
+            for owner, agent, caller in plan.agent_users:
+                users = self._agent_users.setdefault((owner, agent), set())
+                if caller not in users:
+                    users.add(caller)
+                    self._agent_user_pairs += 1
 
-    def _overflow_key(
-        self, name: str, key: tuple[str, ...], applied: list[Increment] | None
-    ) -> tuple[str, ...]:
-        # caller holds _lock
-        free = _FAMILIES[name].free
-        overflow = m.SERIES_OVERFLOW.name
-        self._counters[overflow][(name,)] = self._counters[overflow].get((name,), 0) + 1
-        if applied is not None:
-            applied.append((overflow, (name,), 1))
-        return tuple(m.OVERFLOW if i in free else v for i, v in enumerate(key))
-
-    def reset(self) -> None:
-        """Forget everything (before loading the durable state again)."""
-        fresh = Ledger(
-            max_series_per_metric=self._max_series, max_agent_users=self._max_agent_users
-        )
-        with self._lock:
-            self._counters = fresh._counters
-            self._agent_users = fresh._agent_users
-            self._agent_user_pairs = 0
-
-    def add_agent_user(self, owner_tenant: str, agent: str, caller: str) -> bool:
-        """Remember a distinct caller of an agent (R6); False when the bound is reached."""
-        with self._lock:
-            users = self._agent_users.get((owner_tenant, agent))
-            if users is None:
-                users = self._agent_users[(owner_tenant, agent)] = set()
-            if caller in users:
-                return True
-            if self._agent_user_pairs >= self._max_agent_users:
-                overflow = self._counters[m.SERIES_OVERFLOW.name]
-                key = (m.AGENT_USERS.name,)
-                overflow[key] = overflow.get(key, 0) + 1
-                return False
-            users.add(caller)
-            self._agent_user_pairs += 1
-            return True
+    def add(
+        self,
+        increments: Iterable[Increment],
+        agent_users: Iterable[tuple[str, str, str]] = (),
+    ) -> Plan:
+        """Plan and apply at once (a runtime without a durable store); returns the plan."""
+        plan = self.plan(increments, agent_users)
+        self.apply(plan)
+        return plan
 
     def record(self, event: UsageEvent | Unattributed | HeatEvent) -> None:
         """Add one attribution result."""
         increments, user = effects(event)
-        self.add(increments)
-        if user is not None:
-            self.add_agent_user(*user)
+        self.add(increments, (user,) if user is not None else ())
 
     def load(
         self,
@@ -199,8 +240,15 @@ class Ledger:
                     continue
                 for key, amount in table.items():
                     mine[key] = mine.get(key, 0) + amount
-        for owner, agent, caller in agent_users:
-            self.add_agent_user(owner, agent, caller)
+            for owner, agent, caller in agent_users:
+                users = self._agent_users.setdefault((owner, agent), set())
+                if caller not in users:
+                    users.add(caller)
+                    self._agent_user_pairs += 1
+
+    def _after_fork(self) -> None:
+        """In a forked child: a lock another thread of the parent held is never released."""
+        self._lock = threading.Lock()
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -208,3 +256,9 @@ class Ledger:
                 {name: dict(table) for name, table in self._counters.items()},
                 {key: len(users) for key, users in self._agent_users.items()},
             )
+
+
+def _folded(name: str, key: tuple[str, ...]) -> tuple[str, ...]:
+    """``key`` with its id labels replaced by ``__overflow__`` (the series cap)."""
+    free = _FAMILIES[name].free
+    return tuple(m.OVERFLOW if i in free else v for i, v in enumerate(key))

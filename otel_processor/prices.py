@@ -3,20 +3,17 @@
 The catalog file states USD per million tokens (the format is documented at the top of
 ``data/prices.yaml``). One USD per million tokens is 10**6 pico-USD per token, so a price with at
 most 6 decimal places is an exact integer here and costs add up without rounding.
+:func:`parse_prices` validates an already decoded document; this module does no I/O, and reading
+a catalog file is :mod:`otel_processor.prices_source`.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib.resources
-import os
-import pathlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, InvalidOperation
-
-import yaml
 
 PICO_PER_USD = 10**12
 #: pico-USD per token for 1 USD per million tokens.
@@ -220,29 +217,3 @@ def parse_prices(doc: object) -> PriceCatalog:
         for j, glob in enumerate(globs):
             patterns.setdefault(model, []).append(_model_name(glob, f"{path}.patterns[{j}]"))
     return PriceCatalog(prices.values(), patterns)
-
-
-def default_prices_path() -> pathlib.Path:
-    """The list-price catalog shipped in the package."""
-    return pathlib.Path(
-        str(importlib.resources.files("otel_processor").joinpath("data", "prices.yaml"))
-    )
-
-
-def load_prices(path: str | os.PathLike | None = None) -> PriceCatalog:
-    """Load and validate a catalog file (YAML or JSON); None loads the packaged default.
-
-    Raises :class:`PriceError` for any failure; the message starts with the path.
-    """
-    where = os.fspath(default_prices_path() if path is None else path)
-    try:
-        doc = yaml.safe_load(pathlib.Path(where).read_bytes())
-    except OSError as exc:
-        raise PriceError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())
-        raise PriceError(f"{where}: not valid YAML or JSON: {detail}") from None
-    try:
-        return parse_prices(doc)
-    except PriceError as exc:
-        raise PriceError(f"{where}: {exc}") from None

@@ -1,10 +1,19 @@
 """``TokenAttributionProcessor``: attribution inside the application's own TracerProvider.
 
-At ``on_start`` a span is remembered (O(1), under a short lock) with its parent, so that
-when a model call ends its ancestors are still open and can be read: no finished trace is
-buffered. At ``on_end`` the span is normalised and attributed; the ledger is in memory.
-Nothing here raises into the application or waits on I/O: the directory refreshes on its
-own background thread.
+The in-process runtime of the one engine (``engine.py``). The application's threads do O(1)
+work: ``on_start`` and ``on_end`` append the span to a bounded queue, as the SDK's
+``BatchSpanProcessor`` does. A named daemon worker reads each span, assembles its trace
+(``assembly.py``) and, once no span of the trace that it saw start is still open,
+attributes the trace's model calls, agents and workflows with every ancestor known, then
+adds the increments to the ledger (plan, commit when ``state_dir`` is given, apply). So a
+child that ends after its parent (streaming, async, fire-and-forget) still finds it, and
+an agent span that sets its attributes only when it ends is read with them.
+
+Nothing here raises into the application or waits on I/O: a full queue is counted
+(``llm_exporter_spans_rejected_total{reason="queue_full"}``), the directory refreshes on
+its own thread, and until a directory has loaded once spans wait in the queue (what does
+not fit is counted as ``no_directory``). ``force_flush`` drains the queue. After ``fork``
+the child starts its own worker and directory refresh.
 """
 
 from __future__ import annotations
@@ -12,7 +21,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -20,51 +32,35 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
 from otel_processor import metrics as m
-from otel_processor.attribution import attribute_usage, heat_event
+from otel_processor.assembly import Assembler, Closed
 from otel_processor.collector import Health, TokenCollector
-from otel_processor.conventions import (
-    AGENT,
-    MODEL,
-    OTHER,
-    WORKFLOW,
-    InvalidSpan,
-    SpanRecord,
-    from_fields,
-    kind_of,
-    normalize,
-    scan,
-)
-from otel_processor.directory import Directory, DirectorySource
-from otel_processor.ledger import Ledger
-from otel_processor.prices import PriceCatalog, load_prices
+from otel_processor.directory import Directory
+from otel_processor.directory_source import DEFAULT_REFRESH_INTERVAL, DirectorySource
+from otel_processor.engine import LINK, effects_of, read_span
+from otel_processor.ledger import Increment, Ledger
+from otel_processor.prices import PriceCatalog
+from otel_processor.prices_source import load_prices
 
 logger = logging.getLogger(__name__)
 
-_DEFAULT_MAX_OPEN_SPANS = 100_000
-_DEFAULT_REFRESH_INTERVAL = 60.0
-#: Deeper ancestor chains are cut here (a guard, not a limit real traces reach).
-_MAX_DEPTH = 256
-_ATTRIBUTED_KINDS = frozenset({MODEL, AGENT, WORKFLOW})
-_OTHER_RECORD = SpanRecord(kind=OTHER)
+_DEFAULT_MAX_QUEUE_SIZE = 65_536  # span starts and ends waiting for the worker
+_DEFAULT_MAX_OPEN_SPANS = 100_000  # spans of open traces held by the worker
+_DEFAULT_MAX_OPEN_TRACES = 50_000
+#: A trace with a span that never ends is attributed with what is known after this.
+_DEFAULT_TRACE_TIMEOUT = 300.0
+_DEFAULT_SCHEDULE_DELAY = 0.1  # seconds the worker sleeps between drains
+_DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+_THREAD_NAME = "otel-processor-token-attribution"
+_TRANSPORT = ("in_process",)
 
 
-class _Open:
-    """A started span not yet ended, as its descendants see it.
+class _Flush:
+    """A marker in the queue: everything queued before it is counted once it is set."""
 
-    ``record`` is normalised lazily and again whenever the span's attribute count changed
-    (an instrumentation may set its ids after the start). ``parked`` holds descendants'
-    spans waiting for this span's attributes (it had none when they ended).
-    """
+    __slots__ = ("done",)
 
-    __slots__ = ("span", "trace_id", "record", "seen_attrs", "open", "parked")
-
-    def __init__(self, span: Span, trace_id: int) -> None:
-        self.span = span
-        self.trace_id = trace_id
-        self.record: SpanRecord | None = None
-        self.seen_attrs = -1
-        self.open = True  # guarded by the processor's _lock
-        self.parked: list | None = None  # guarded by the processor's _lock
+    def __init__(self) -> None:
+        self.done = threading.Event()
 
 
 class TokenAttributionProcessor(SpanProcessor):
@@ -72,15 +68,22 @@ class TokenAttributionProcessor(SpanProcessor):
 
     Args:
         directory: members and assets: a YAML/JSON file path, an http(s) URL, or a
-            :class:`~otel_processor.directory.Directory` / ``DirectorySource``. It is loaded
-            once here (so the first spans are attributed against it) and then refreshed
-            every ``refresh_interval`` seconds on a background thread.
+            :class:`~otel_processor.directory.Directory` / ``DirectorySource``. Loaded once
+            here, then refreshed every ``refresh_interval`` seconds on a background thread;
+            until a first load succeeds, spans wait in the queue.
         prices: a price catalog file, a :class:`PriceCatalog`, or ``None`` for the
             packaged defaults.
         registry: the ``CollectorRegistry`` that receives the metrics; a new one (never the
             global registry) when ``None``, available as :attr:`registry`.
-        max_open_spans: bound on spans started and not yet ended; past it the oldest is
-            forgotten and counted in ``llm_exporter_traces_flushed_total{reason="capacity"}``.
+        max_queue_size: span starts and ends waiting for the worker; past it spans are
+            counted in ``llm_exporter_spans_rejected_total{reason="queue_full"}``.
+        max_open_spans / max_open_traces: what the worker holds of open traces; past it the
+            oldest trace is attributed with what is known
+            (``llm_exporter_traces_flushed_total{reason="capacity"}``).
+        trace_timeout: seconds after which a trace with a span that never ended is
+            attributed with what is known (``reason="timeout"``).
+        state_dir: keep the counters in the service's durable store in this directory, so
+            they survive a restart of the host process (one process per directory).
         search_contact_fields: put email, mis id and phone into ``llm_member_info``'s
             ``search`` label (off by default: they are personal data).
     """
@@ -91,31 +94,50 @@ class TokenAttributionProcessor(SpanProcessor):
         prices: str | os.PathLike | PriceCatalog | None = None,
         registry: CollectorRegistry | None = None,
         *,
+        max_queue_size: int = _DEFAULT_MAX_QUEUE_SIZE,
         max_open_spans: int = _DEFAULT_MAX_OPEN_SPANS,
-        refresh_interval: float = _DEFAULT_REFRESH_INTERVAL,
+        max_open_traces: int = _DEFAULT_MAX_OPEN_TRACES,
+        trace_timeout: float = _DEFAULT_TRACE_TIMEOUT,
+        refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
+        schedule_delay: float = _DEFAULT_SCHEDULE_DELAY,
         search_contact_fields: bool = False,
         ledger: Ledger | None = None,
+        state_dir: str | os.PathLike | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_open_spans < 1:
-            raise ValueError(f"max_open_spans must be >= 1, got {max_open_spans!r}")
+        for name, value in (("max_queue_size", max_queue_size),
+                            ("max_open_spans", max_open_spans),
+                            ("max_open_traces", max_open_traces)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, value in (("trace_timeout", trace_timeout), ("schedule_delay", schedule_delay)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if isinstance(directory, DirectorySource):
             self._directory = directory
         else:
             self._directory = DirectorySource(directory, refresh_interval=refresh_interval)
             self._directory.refresh()
-            if not isinstance(directory, Directory):
-                self._directory.start()
+            self._directory.start()
         self._prices = prices if isinstance(prices, PriceCatalog) else load_prices(prices)
         self.ledger = ledger or Ledger()
-        self._max_open = max_open_spans
-        self._lock = threading.Lock()
-        self._open: dict[int, _Open] = {}  # span id -> open span; guarded by _lock, bounded
-        self._traces: dict[int, int] = {}  # trace id -> open spans; guarded by _lock
-        self._parked = 0  # spans waiting in _Open.parked; guarded by _lock, <= max_open_spans
+        self._store = None
+        if state_dir is not None:
+            from exporter.store import Store  # the service's durable ledger, same schema
+
+            self._store = Store(state_dir)
+            loaded = self._store.load()
+            self.ledger.load(loaded.totals, loaded.agent_users)
+        self._clock = clock
+        self._max_queue = max_queue_size
+        self._delay = float(schedule_delay)
+        self._assembler_args = dict(idle_timeout=float(trace_timeout), max_traces=max_open_traces,
+                                    max_spans=max_open_spans)
         self._shutdown = False
+        self._init_runtime()
         self.registry = registry if registry is not None else CollectorRegistry()
         health = Health(
-            pending_traces=lambda: len(self._traces),
+            pending_traces=lambda: self._assembler.open_traces,
             directory_last_success=lambda: self._directory.last_success,
             directory_failures=lambda: self._directory.refresh_failures,
         )
@@ -126,223 +148,265 @@ class TokenAttributionProcessor(SpanProcessor):
             search_contact_fields=search_contact_fields,
         )
         self.registry.register(self._collector)
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.WeakMethod(self._after_fork_in_child)
+            os.register_at_fork(after_in_child=lambda: (ref() or _nothing)())
 
-    # -- SpanProcessor -------------------------------------------------------------------
+    def _init_runtime(self) -> None:
+        """The worker's state and thread (at start, and again in a forked child)."""
+        # Span starts (as 1-tuples) and ends, oldest first. Bounded: the hot path checks the
+        # length before appending; append and popleft are atomic, so no lock is needed.
+        self._queue: deque = deque()
+        self._wake = threading.Event()
+        self._wake_at = max(1, self._max_queue // 2)
+        self._drops_lock = threading.Lock()
+        self._drops: dict[str, int] = {}  # reason -> spans not queued; guarded by _drops_lock
+        self._assembler = Assembler(**self._assembler_args)  # worker thread only
+        # increments and users planned but not yet committed (a failing store); worker only
+        self._unsaved: dict[tuple[str, tuple[str, ...]], int] = {}
+        self._unsaved_users: dict[tuple[str, str, str], None] = {}
+        self._stopping = False
+        self._worker = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
+        self._worker.start()
+
+    # -- SpanProcessor: the application's threads ---------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if self._shutdown:
-            return
-        try:
-            ctx = span.context
-            entry = _Open(span, ctx.trace_id)
-            released = None
-            with self._lock:
-                if len(self._open) >= self._max_open:
-                    released = self._forget_oldest()
-                self._open[ctx.span_id] = entry
-                self._traces[ctx.trace_id] = self._traces.get(ctx.trace_id, 0) + 1
-            if released:
-                self._attribute_all(released)
-        except Exception:  # never raise into the application
-            logger.exception("llm-token-exporter: on_start failed")
+        queue = self._queue
+        if not self._shutdown and len(queue) < self._max_queue:
+            queue.append((span,))  # a lost start only means a late child may miss its parent
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._shutdown:
-            self._count(m.SPANS_REJECTED.name, ("shutdown",))
-            return
         try:
-            self._on_end(span)
-        except InvalidSpan as exc:
-            logger.debug("llm-token-exporter: span refused: %s", exc)
-            self._count(m.SPANS_REJECTED.name, (exc.reason,))
+            queue = self._queue
+            if self._shutdown:
+                self._count_now(m.SPANS_REJECTED.name, ("shutdown",))
+            elif len(queue) < self._max_queue:
+                queue.append(span)
+                if len(queue) >= self._wake_at:
+                    self._wake.set()
+            else:
+                self._drop("queue_full" if self._directory.ready else "no_directory")
         except Exception:  # never raise into the application
             logger.exception("llm-token-exporter: on_end failed")
-            self._count(m.SPANS_REJECTED.name, ("internal_error",))
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Count every span that ended before this call; False if that took too long (or no
+        directory has loaded yet: the spans wait for it)."""
+        if self._shutdown or not self._worker.is_alive():
+            return True
+        marker = _Flush()
+        self._queue.append(marker)  # past the bound on purpose: a marker holds no span
+        self._wake.set()
+        return marker.done.wait(max(0, timeout_millis) / 1000.0)
 
     def shutdown(self) -> None:
-        """Stop the directory refresh; idempotent. The metrics stay readable."""
+        """Count what is queued, attribute open traces with what is known, stop; idempotent.
+
+        The metrics stay readable; spans ending later are counted as rejected (shutdown).
+        """
         if self._shutdown:
             return
         self._shutdown = True
+        self._stopping = True
+        self._wake.set()
+        self._worker.join(_DEFAULT_SHUTDOWN_TIMEOUT)
         self._directory.stop()
-        released = []
-        with self._lock:
-            for entry in self._open.values():
-                entry.open = False
-                released += entry.parked or ()
-                entry.parked = None
-            self._open.clear()
-            self._traces.clear()
-            self._parked = 0
-        try:  # what waited for an ancestor's attributes is counted with what is known
-            self._attribute_all(released)
-        except Exception:
-            logger.exception("llm-token-exporter: shutdown failed to count waiting spans")
+        if self._store is not None and not self._worker.is_alive():
+            self._store.close()
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Nothing to flush: a span is counted when it ends, or when the open ancestor it
-        waits for ends (see :class:`_Open`)."""
-        return True
+    # -- the worker ----------------------------------------------------------------------
 
-    # -- internals -----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._delay)
+            self._wake.clear()
+            stopping = self._stopping
+            try:
+                if self._directory.ready:
+                    self._drain(final=stopping)
+                elif stopping:
+                    self._refuse_queued("no_directory")
+            except Exception:  # the worker must survive anything one batch does
+                logger.exception("llm-token-exporter: attribution worker failed on a batch")
+            if stopping:
+                return
 
-    def _on_end(self, span: ReadableSpan) -> None:
-        ctx = span.context
-        released = None
-        with self._lock:
-            entry = self._open.pop(ctx.span_id, None)
-            if entry is not None:  # None: forgotten for capacity, already released
-                self._release_trace(ctx.trace_id)
-                entry.open = False
-                released, entry.parked = entry.parked, None
-                if released:
-                    self._parked -= len(released)
-        self._count(m.SPANS_RECEIVED.name, ("in_process",))
-        attributes = _attributes_of(span)
-        record = entry.record if entry is not None else None
-        if record is not None and entry.seen_attrs == len(attributes) and record.kind != MODEL:
-            # read already as an ancestor of its children, and unchanged since
-            if record.kind not in _ATTRIBUTED_KINDS:
-                record = None
-        else:
-            found = scan(attributes)
-            record = None
-            if kind_of(found) in _ATTRIBUTED_KINDS:
-                duration = None
-                if span.end_time is not None and span.start_time is not None:
-                    duration = span.end_time - span.start_time
-                record = from_fields(
-                    found,
-                    _resource_attributes(span),
-                    error=span.status.status_code is StatusCode.ERROR,
-                    duration_ns=duration,
-                    name=span.name,
-                )
-        if record is not None:
+    def _drain(self, *, final: bool = False) -> None:
+        queue, popleft = self._queue, self._queue.popleft
+        assembler = self._assembler
+        directory = self._directory.current
+        prices = self._prices
+        increments: list[Increment] = []
+        users: list[tuple[str, str, str]] = []
+        flushes: list[_Flush] = []
+        received = 0
+        now = self._clock()
+        while queue:
+            item = popleft()
+            kind = type(item)
+            if kind is tuple:
+                ctx = item[0].context
+                assembler.started(ctx.trace_id, ctx.span_id, now=now)
+                continue
+            if kind is _Flush:
+                flushes.append(item)
+                continue
+            received += 1
+            trace_id = self._ended(item, assembler, increments)
+            if trace_id is not None and assembler.finished(trace_id):
+                self._attribute(assembler.close(trace_id), directory, prices, increments, users)
+        closed = assembler.close_over_capacity() + assembler.close_idle(now)
+        if final:
+            closed += list(assembler.close_all())
+        for c in closed:
+            self._attribute(c, directory, prices, increments, users)
+        if received:
+            increments.append((m.SPANS_RECEIVED.name, _TRANSPORT, received))
+        increments += self._take_drops()
+        self._commit(increments, users)
+        for flush in flushes:
+            flush.done.set()
+
+    def _refuse_queued(self, reason: str) -> None:
+        """Stopping before any directory loaded: what waited for it is counted, refused."""
+        queue = self._queue
+        ended = 0
+        while queue:
+            item = queue.popleft()
+            if type(item) is _Flush:
+                item.done.set()
+            elif type(item) is not tuple:
+                ended += 1
+        increments = self._take_drops()
+        if ended:
+            increments += [(m.SPANS_REJECTED.name, (reason,), ended),
+                           (m.SPANS_RECEIVED.name, _TRANSPORT, ended)]
+        self._commit(increments, [])
+
+    def _ended(self, span: ReadableSpan, assembler: Assembler, increments: list):
+        """Read an ended span into the assembly; its trace id, None when unusable."""
+        try:
+            ctx = span.context
+            trace_id, span_id = ctx.trace_id, ctx.span_id
             parent = span.parent
-            self._attribute(record, self._chain(parent.span_id if parent is not None else None))
-        if released:  # descendants that waited for this span's attributes
-            self._attribute_all(released)
-
-    def _chain(self, parent_id: int | None) -> list[_Open]:
-        """The open ancestors, nearest first."""
-        entries: list[_Open] = []
-        with self._lock:
-            while parent_id is not None and len(entries) < _MAX_DEPTH:
-                entry = self._open.get(parent_id)
-                if entry is None:
-                    break
-                entries.append(entry)
-                parent = entry.span.parent
-                parent_id = parent.span_id if parent is not None else None
-        return entries
+            parent_id = parent.span_id if parent is not None else None
+        except Exception:
+            logger.exception("llm-token-exporter: a span without a context")
+            increments.append((m.SPANS_REJECTED.name, ("internal_error",), 1))
+            return None
+        try:
+            resource = span.resource
+            record = read_span(
+                span.name,
+                _attributes_of(span),
+                resource.attributes if resource is not None else None,
+                error=span.status.status_code is StatusCode.ERROR,
+                start_ns=span.start_time,
+                end_ns=span.end_time,
+            )
+        except Exception as exc:  # InvalidSpan, or a span object that fails when read
+            reason = getattr(exc, "reason", "internal_error")
+            if reason == "internal_error":
+                logger.exception("llm-token-exporter: a span could not be read")
+            increments.append((m.SPANS_REJECTED.name, (reason,), 1))
+            record = LINK  # it still links its descendants to their ancestors
+        assembler.add(trace_id, span_id, parent_id, record, now=self._clock())
+        return trace_id
 
     @staticmethod
-    def _records(entries: list[_Open]) -> tuple[list[SpanRecord], _Open | None]:
-        """Ancestor records, and the nearest open ancestor that has no attributes yet."""
-        records = []
-        blocker = None
-        for entry in entries:
-            span = entry.span
-            n = _attribute_count(span)
-            record = entry.record
-            if record is None or entry.seen_attrs != n:
-                record = entry.record = _context_record(span)
-                entry.seen_attrs = n
-            if n == 0 and blocker is None and entry.open:
-                blocker = entry
-            records.append(record)
-        return records, blocker
-
-    def _attribute(self, record: SpanRecord, entries: list[_Open]) -> None:
-        records, blocker = self._records(entries)
-        if blocker is not None:
-            # Some instrumentations (opentelemetry-util-genai) set an agent's or workflow's
-            # attributes only when it ends: wait for it, bounded.
-            with self._lock:
-                if blocker.open and self._parked < self._max_open:
-                    if blocker.parked is None:
-                        blocker.parked = []
-                    blocker.parked.append((record, entries))
-                    self._parked += 1
-                    return
-            records, _ = self._records(entries)
-        directory = self._directory.current
-        if record.kind == MODEL:
-            self.ledger.record(attribute_usage(record, records, directory, self._prices))
-        else:
-            event = heat_event(record, records, directory)
-            if event is not None:
-                self.ledger.record(event)
-
-    def _attribute_all(self, waiting: list) -> None:
-        for record, entries in waiting:
+    def _attribute(closed: Closed | None, directory, prices, increments, users) -> None:
+        if closed is None:
+            return
+        for ready in closed.leftovers:
             try:
-                self._attribute(record, entries)
+                found, user = effects_of(ready.record, ready.ancestors, directory, prices)
             except Exception:
-                logger.exception("llm-token-exporter: attribution of a waiting span failed")
-                self._count(m.SPANS_REJECTED.name, ("internal_error",))
+                logger.exception("llm-token-exporter: attribution failed for one span")
+                increments.append((m.SPANS_REJECTED.name, ("internal_error",), 1))
+                continue
+            increments += found
+            if user is not None:
+                users.append(user)
+        increments.append((m.TRACES_FLUSHED.name, (closed.reason,), 1))
 
-    def _forget_oldest(self) -> list:
-        """Forget the oldest open span; returns the spans that waited for it."""
-        # caller holds _lock; dicts keep insertion order, so the first key is the oldest
-        span_id = next(iter(self._open))
-        entry = self._open.pop(span_id)
-        self._release_trace(entry.trace_id)
-        entry.open = False
-        released, entry.parked = entry.parked or [], None
-        self._parked -= len(released)
-        self.ledger.add([(m.TRACES_FLUSHED.name, ("capacity",), 1)])
-        return released
+    def _commit(self, increments: list[Increment], users: list[tuple[str, str, str]]) -> None:
+        """Plan, commit (with a store), then apply: what /metrics shows never goes down."""
+        if self._store is None:
+            if increments or users:
+                self.ledger.add(increments, users)
+            return
+        unsaved, unsaved_users = self._unsaved, self._unsaved_users
+        for name, key, amount in increments:
+            unsaved[(name, key)] = unsaved.get((name, key), 0) + amount
+        for user in users:
+            unsaved_users[user] = None
+        if not unsaved and not unsaved_users:
+            return
+        from exporter.store import Batch
 
-    def _release_trace(self, trace_id: int) -> None:
-        # caller holds _lock
-        left = self._traces.get(trace_id, 0) - 1
-        if left > 0:
-            self._traces[trace_id] = left
-        else:
-            self._traces.pop(trace_id, None)
-
-    def _count(self, family: str, key: tuple[str, ...]) -> None:
+        plan = self.ledger.plan([(n, k, a) for (n, k), a in unsaved.items()], unsaved_users)
         try:
-            self.ledger.add([(family, key, 1)])
+            self._store.commit(Batch(increments=plan.increments, agent_users=plan.agent_users))
+        except Exception:  # kept, aggregated by series (bounded), for the next drain
+            logger.exception("llm-token-exporter: counters not saved; retrying")
+            return
+        self.ledger.apply(plan)
+        unsaved.clear()
+        unsaved_users.clear()
+
+    # -- counting from the application's threads (rare paths) ---------------------------
+
+    def _drop(self, reason: str) -> None:
+        with self._drops_lock:
+            self._drops[reason] = self._drops.get(reason, 0) + 1
+
+    def _take_drops(self) -> list[Increment]:
+        with self._drops_lock:
+            drops, self._drops = self._drops, {}
+        out = [(m.SPANS_REJECTED.name, (reason,), n) for reason, n in drops.items()]
+        if drops:
+            out.append((m.SPANS_RECEIVED.name, _TRANSPORT, sum(drops.values())))
+        return out
+
+    def _count_now(self, family: str, key: tuple[str, ...]) -> None:
+        """After shutdown (no worker): count in memory at once."""
+        try:
+            self.ledger.add([(family, key, 1), (m.SPANS_RECEIVED.name, _TRANSPORT, 1)])
         except Exception:
             logger.exception("llm-token-exporter: counting failed")
 
+    # -- fork ----------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child (a pre-fork server's worker) gets its own worker and refresh.
+
+        The parent's queue and open traces are the parent's to count. A durable store is
+        not shared with a child: its counters stay in memory (logged).
+        """
+        if self._shutdown:
+            return
+        self.ledger._after_fork()
+        if self._store is not None:
+            self._store = None
+            logger.warning("llm-token-exporter: forked child counts in memory only; give "
+                           "each process its own state_dir")
+        self._init_runtime()
+        self._directory.after_fork()
+
+
+def _nothing() -> None:
+    return None
+
 
 def _attributes_of(span: ReadableSpan) -> Mapping:
-    """A snapshot of a span's attributes as a plain dict.
+    """An ended span's attributes as a plain dict.
 
-    The SDK's public ``span.attributes`` is a read-only proxy over ``BoundedAttributes``,
-    whose iteration runs in Python and copies the keys under a lock: about as costly as the
-    rest of attribution. The dict behind it is copied here in C, under the SDK's own lock.
+    The SDK's public ``span.attributes`` is a read-only proxy whose iteration runs in
+    Python; an ended SDK span no longer changes, so the dict behind it is read directly.
     Falls back to the public API when the SDK's internals differ.
     """
-    bounded = getattr(span, "_attributes", None)
-    inner = getattr(bounded, "_dict", None)
-    lock = getattr(bounded, "_lock", None)
-    if isinstance(inner, dict) and lock is not None:
-        with lock:
-            return inner.copy()
-    return span.attributes or {}
-
-
-def _attribute_count(span: ReadableSpan) -> int:
-    bounded = getattr(span, "_attributes", None)
-    inner = getattr(bounded, "_dict", None)
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
     if isinstance(inner, dict):
-        return len(inner)
-    return len(span.attributes or ())
-
-
-def _resource_attributes(span: ReadableSpan) -> Mapping | None:
-    resource = span.resource
-    return resource.attributes if resource is not None else None
-
-
-def _context_record(span: Span) -> SpanRecord:
-    """An ancestor as attribution needs it; an unreadable one only breaks no chain."""
-    try:
-        return normalize(_attributes_of(span), _resource_attributes(span), name=span.name)
-    except InvalidSpan:
-        return _OTHER_RECORD
+        return inner
+    return span.attributes or {}

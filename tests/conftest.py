@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from prometheus_client import CollectorRegistry
 
 from otel_processor import TokenAttributionProcessor
@@ -17,6 +20,19 @@ def pytest_addoption(parser):
     )
 
 
+class _SystemIds(RandomIdGenerator):
+    """Ids from the OS: hypothesis reseeds ``random`` for every example, which would make
+    the SDK's ids repeat (and the service count the repeats once, as R8 says)."""
+
+    _rng = random.SystemRandom()
+
+    def generate_span_id(self) -> int:
+        return self._rng.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self._rng.getrandbits(128) or 1
+
+
 class Pipeline:
     """A real TracerProvider with our processor, and a way to read the registry."""
 
@@ -25,15 +41,22 @@ class Pipeline:
         self.processor = TokenAttributionProcessor(
             directory=directory, registry=self.registry, **kwargs
         )
-        self.provider = TracerProvider(resource=resource or Resource.create({}))
+        self.provider = TracerProvider(
+            resource=resource or Resource.create({}), id_generator=_SystemIds())
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("tests")
 
+    def flush(self) -> None:
+        """Wait until the processor's worker has counted every span ended so far."""
+        assert self.processor.force_flush(10_000), "the processor did not flush in 10 s"
+
     def value(self, name: str, **labels: str) -> float:
-        """A sample's value, 0 when the series does not exist."""
+        """A sample's value, 0 when the series does not exist (after a flush)."""
+        self.flush()
         return self.registry.get_sample_value(name, labels) or 0
 
     def samples(self, name: str) -> dict[tuple, float]:
+        self.flush()
         out = {}
         for family in self.registry.collect():
             for s in family.samples:
@@ -49,6 +72,59 @@ class Pipeline:
 
     def close(self) -> None:
         self.provider.shutdown()
+
+
+class ServicePipeline(Pipeline):
+    """The same surface, on the service runtime: the real SDK and OTLP/HTTP exporter send
+    each span (one request per span, in end order) to a real server on 127.0.0.1, whose
+    registry is read after the exporter's flush."""
+
+    def __init__(self, directory=WORKED_EXAMPLE_DIRECTORY, resource=None, **kwargs) -> None:
+        import tempfile
+
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        from exporter.config import load_config
+        from exporter.server import start_server
+
+        self._state = tempfile.TemporaryDirectory(prefix="llm-token-exporter-test-")
+        overrides = {"listen": "127.0.0.1:0", "directory": str(directory),
+                     "state_dir": self._state.name, "sqlite_synchronous": "NORMAL",
+                     "log_level": "WARNING", **kwargs}
+        self.server = start_server(load_config(None, env={}, overrides=overrides))
+        self.registry = self.server.service.registry
+        self.provider = TracerProvider(
+            resource=resource or Resource.create({}), id_generator=_SystemIds())
+        self.provider.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=self.server.url + "/v1/traces")))
+        self.tracer = self.provider.get_tracer("tests")
+
+    def flush(self) -> None:
+        assert self.provider.force_flush(10_000)
+
+    def close(self) -> None:
+        self.provider.shutdown()
+        self.server.stop()
+        self._state.cleanup()
+
+
+RUNTIMES = {"in_process": Pipeline, "service": ServicePipeline}
+
+
+@pytest.fixture(params=sorted(RUNTIMES))
+def runtime(request):
+    """A factory of pipelines on each runtime in turn: tests that state a rule use it."""
+    made = []
+
+    def make(**kwargs) -> Pipeline:
+        p = RUNTIMES[request.param](**kwargs)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from exporter.assembly import CAPACITY, COMPLETE, TIMEOUT, Assembler
+from otel_processor.assembly import CAPACITY, COMPLETE, TIMEOUT, Assembler
 from otel_processor.conventions import AGENT, MODEL, OTHER, WORKFLOW, SpanRecord
 
 T = b"t" * 16

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import main
-from otel_processor.directory import default_directory_path
+from otel_processor.directory_source import default_directory_path
 
 #: What check-config says about the packaged defaults (the demo directory and the catalog).
 DEFAULTS_OK = (
@@ -80,6 +80,15 @@ def test_check_config_names_the_broken_directory_field(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "error: directory: directory.yaml: tenants[0].members[1].id: required\n"
+
+
+def test_check_config_names_an_unknown_directory_key_and_the_near_one(tmp_path, capsys):
+    (tmp_path / "directory.yaml").write_text("tenants:\n  - id: acme\n    memberz: [{id: alice}]\n")
+    assert main(["check-config", "--directory", "directory.yaml"]) == 1
+    assert capsys.readouterr().err == (
+        "error: directory: directory.yaml: tenants[0].memberz: unknown key; "
+        "did you mean 'members'?\n"
+    )
 
 
 def test_check_config_reports_each_problem_on_its_own_line(tmp_path, capsys):

@@ -91,8 +91,8 @@ def test_repr_leaves_the_auth_token_out():
 
 
 def test_empty_directory_and_prices_mean_the_packaged_ones(tmp_path):
-    from otel_processor.directory import default_directory_path
-    from otel_processor.prices import default_prices_path
+    from otel_processor.directory_source import default_directory_path
+    from otel_processor.prices_source import default_prices_path
 
     config = Config()
     assert config.directory_source == str(default_directory_path())
@@ -100,6 +100,13 @@ def test_empty_directory_and_prices_mean_the_packaged_ones(tmp_path):
     chosen = Config(directory="https://hr.example/d.yaml", prices=str(tmp_path / "p.yaml"))
     assert chosen.directory_source == "https://hr.example/d.yaml"
     assert chosen.prices_path == str(tmp_path / "p.yaml")
+
+
+def test_directory_defaults_are_the_directory_sources_own():
+    from otel_processor import directory_source
+
+    assert FIELDS["directory_refresh_interval"].default == directory_source.DEFAULT_REFRESH_INTERVAL
+    assert FIELDS["directory_timeout"].default == directory_source.DEFAULT_TIMEOUT
 
 
 def _example_keys() -> dict:

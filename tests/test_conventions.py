@@ -240,7 +240,8 @@ def test_integral_token_counts_in_other_types_are_read_exactly(value, expected):
 
 @pytest.mark.parametrize(
     "value",
-    ["abc", "-5", "1e3", -1, 1.5, math.nan, math.inf, 10**11, True, (1, 2)],
+    # "²" passes str.isdigit() but not int(): more in test_bad_values
+    ["abc", "-5", "1e3", -1, 1.5, math.nan, math.inf, 10**11, True, (1, 2), "²", "٣"],
 )
 def test_unbelievable_token_counts_are_refused_with_a_reason(value):
     with pytest.raises(InvalidSpan) as info:
@@ -248,8 +249,8 @@ def test_unbelievable_token_counts_are_refused_with_a_reason(value):
     assert info.value.reason == "invalid_token_count"
 
 
-@pytest.mark.parametrize("value", [("a", "b"), 1.5, True, "x" * 300])
-def test_ids_that_are_not_short_strings_are_refused(value):
+@pytest.mark.parametrize("value", [("a", "b"), 1.5, True, "x" * 300, "\ud800"])
+def test_ids_that_are_not_short_utf8_strings_are_refused(value):
     with pytest.raises(InvalidSpan) as info:
         normalize({"enduser.id": value})
     assert info.value.reason == "invalid_attribute"

@@ -361,6 +361,7 @@ def series(sc: Scenario) -> dict[tuple[str, tuple], list[tuple[int, float]]]:
                 pending.pop(0)[1](pipeline.tracer)
                 changed = True
             if changed:
+                pipeline.flush()
                 snapshot = {
                     (s.name, tuple(sorted(s.labels.items()))): s.value
                     for family in pipeline.registry.collect() for s in family.samples

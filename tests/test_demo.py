@@ -7,7 +7,7 @@ import re
 
 from exporter.config import Config
 from exporter.workload import expected_totals, generate
-from otel_processor.directory import default_directory_path, load_directory
+from otel_processor.directory_source import default_directory_path, load_directory
 
 _BAR = re.compile(r"^  (.+?) +█+ +([\d,]+)$")
 _CARD = re.compile(r"^  (Agent tokens|Workflow tokens|Total tokens) +([\d,]+)$")

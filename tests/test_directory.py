@@ -9,6 +9,8 @@ import dataclasses
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,15 +20,11 @@ import pytest
 import yaml
 
 from otel_processor.conventions import MAX_ID_LENGTH
-from otel_processor.directory import (
-    Directory,
-    DirectoryError,
+from otel_processor.directory import Directory, DirectoryError, Member, Tenant, parse_directory
+from otel_processor.directory_source import (
     DirectorySource,
-    Member,
-    Tenant,
     default_directory_path,
     load_directory,
-    parse_directory,
 )
 
 CASES = yaml.safe_load((Path(__file__).parent / "fixtures" / "directory_cases.yaml").read_text())
@@ -90,6 +88,64 @@ def test_id_longer_than_a_span_may_carry_is_refused():
     assert str(info.value) == (f"tenants[0].members[0].id: longer than {MAX_ID_LENGTH} characters")
     ok = parse_directory({"tenants": [{"id": "a" * MAX_ID_LENGTH}]})
     assert list(ok.tenants) == ["a" * MAX_ID_LENGTH]
+
+
+@pytest.mark.parametrize(
+    ("field", "doc"),
+    [
+        ("tenants[0].id", r'{"tenants": [{"id": "acme\ud800"}]}'),
+        ("tenants[0].name", r'{"tenants": [{"id": "acme", "name": "\ud800Acme"}]}'),
+        (
+            "tenants[0].members[0].email",
+            r'{"tenants": [{"id": "acme", "members": [{"id": "alice", "email": "a\udfff@x"}]}]}',
+        ),
+        (
+            "agents[0].creator",
+            r'{"tenants": [{"id": "acme"}], '
+            r'"agents": [{"id": "bot", "owner_tenant": "acme", "creator": "al\ud800ice"}]}',
+        ),
+    ],
+    ids=["tenant_id", "tenant_name", "member_email", "agent_creator"],
+)
+def test_text_with_a_lone_surrogate_is_refused_naming_the_field(field, doc):
+    # json.loads (and PyYAML) accept the escape; the label's UTF-8 encoding would not.
+    with pytest.raises(DirectoryError) as info:
+        parse_directory(json.loads(doc))
+    assert str(info.value).startswith(f"{field}: contains a lone surrogate U+D")
+    assert str(info.value).endswith(", which a metric label cannot carry")
+
+
+def test_json_file_with_a_lone_surrogate_is_refused_and_a_surrogate_pair_is_one_character(
+    tmp_path,
+):
+    lone = tmp_path / "lone.json"
+    lone.write_text(r'{"tenants": [{"id": "acme", "members": [{"id": "al", "name": "A\ud800"}]}]}')
+    with pytest.raises(DirectoryError) as info:
+        load_directory(lone)
+    assert str(info.value) == (
+        f"{lone}: tenants[0].members[0].name: contains a lone surrogate U+D800 at character 2, "
+        "which a metric label cannot carry"
+    )
+    pair = tmp_path / "pair.json"  # json.dumps escapes an emoji as a surrogate pair by default
+    pair.write_text(json.dumps({"tenants": [{"id": "acme", "name": "Acme \U0001f600"}]}))
+    assert r"\ud83d\ude00" in pair.read_text()
+    assert load_directory(pair).tenants["acme"].name == "Acme \U0001f600"
+
+
+def test_the_model_the_rules_and_the_ledger_import_no_io_library():
+    # The model, the rules and the ledger import no I/O library: they can be read, tested and
+    # reused without a file, a network or a database.
+    pure = ["directory", "prices", "conventions", "attribution", "ledger"]
+    io_libraries = ["requests", "yaml", "sqlite3", "urllib3", "flask"]
+    code = (
+        "import sys\n"
+        + "".join(f"import otel_processor.{name}\n" for name in pure)
+        + f"print(sorted(m for m in {io_libraries!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_member_of_two_tenants_is_a_member_of_both():
@@ -368,7 +424,7 @@ def test_refresh_failure_keeps_last_good_directory_and_counts_it(
     breakage(server)
     server.etag = '"v2"'  # no 304 for the client's "v1": the broken answer must be read
     clock.now = 2000.0
-    with caplog.at_level(logging.WARNING, logger="otel_processor.directory"):
+    with caplog.at_level(logging.WARNING, logger="otel_processor.directory_source"):
         assert source.refresh() is False
     assert source.current is good and source.ready
     assert source.refresh_failures == 1
@@ -380,6 +436,28 @@ def test_refresh_failure_keeps_last_good_directory_and_counts_it(
         assert source.last_error == expected
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert server.url in caplog.records[0].getMessage()
+
+
+def test_failure_log_says_whether_a_directory_was_ever_loaded(server, clock, caplog):
+    server.status = 503
+    source = DirectorySource(server.url, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="otel_processor.directory_source"):
+        source.refresh()
+        server.status = 200
+        source.refresh()
+        server.status, server.etag = 500, '"v2"'
+        source.refresh()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"directory not loaded (no directory has loaded yet; spans wait): {server.url}: HTTP 503",
+        f"directory not loaded, last good kept: {server.url}: HTTP 500",
+    ]
+
+
+def test_describe_names_the_source_without_credentials(tmp_path):
+    url = "https://reader:s3cret@hr.example:8443/d.yaml?token=abc123#top"
+    assert DirectorySource(url).describe() == "https://hr.example:8443/d.yaml?<redacted>"
+    assert DirectorySource(tmp_path / "d.yaml").describe() == str(tmp_path / "d.yaml")
+    assert DirectorySource(Directory.empty()).describe() == "<in-memory directory>"
 
 
 def test_failures_before_the_first_success_leave_the_source_not_ready(server, clock):

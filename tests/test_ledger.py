@@ -31,17 +31,18 @@ def test_a_known_series_keeps_counting_past_the_cap():
     assert ledger.snapshot().value("llm_model_tokens", "acme", "gpt-4o", "input") == 6
 
 
-def test_applied_increments_are_what_the_ledger_really_added():
+def test_a_plan_is_what_the_ledger_will_add_and_changes_nothing_until_applied():
     ledger = Ledger(max_series_per_metric=1)
-    applied = []
-    ledger.add([("llm_unpriced_tokens", ("a",), 1), ("llm_unpriced_tokens", ("b",), 2)], applied)
-    assert applied == [
+    plan = ledger.plan([("llm_unpriced_tokens", ("a",), 1), ("llm_unpriced_tokens", ("b",), 2)])
+    assert plan.increments == [
         ("llm_unpriced_tokens", ("a",), 1),
-        ("llm_exporter_series_overflow", ("llm_unpriced_tokens",), 1),
         ("llm_unpriced_tokens", (OVERFLOW,), 2),
+        ("llm_exporter_series_overflow", ("llm_unpriced_tokens",), 1),
     ]
+    assert ledger.snapshot().counters["llm_unpriced_tokens"] == {}  # a failed commit: nothing
+    ledger.apply(plan)
     persisted: dict = {}
-    for name, key, amount in applied:  # what the service's store keeps
+    for name, key, amount in plan.increments:  # what the service's store keeps
         persisted.setdefault(name, {})
         persisted[name][key] = persisted[name].get(key, 0) + amount
     again = Ledger(max_series_per_metric=1)
@@ -49,22 +50,34 @@ def test_applied_increments_are_what_the_ledger_really_added():
     assert again.snapshot().counters == ledger.snapshot().counters
 
 
+def test_a_plan_counts_keys_it_creates_itself_against_the_cap():
+    ledger = Ledger(max_series_per_metric=2)
+    plan = ledger.plan([("llm_unpriced_tokens", (k,), 1) for k in "abcab"])
+    assert [key for _, key, _ in plan.increments] == [
+        ("a",), ("b",), (OVERFLOW,), ("a",), ("b",), ("llm_unpriced_tokens",)]
+
+
 def test_distinct_agent_users_are_bounded_and_the_overflow_counted():
     ledger = Ledger(max_agent_users=2)
-    assert ledger.add_agent_user("acme", "bot", "alice") is True
-    assert ledger.add_agent_user("acme", "bot", "alice") is True  # already known
-    assert ledger.add_agent_user("acme", "bot", "bob") is True
-    assert ledger.add_agent_user("acme", "bot", "carol") is False
+    plan = ledger.add([], [("acme", "bot", "alice"), ("acme", "bot", "alice"),
+                           ("acme", "bot", "bob"), ("acme", "bot", "carol")])
+    assert plan.agent_users == [("acme", "bot", "alice"), ("acme", "bot", "bob")]
     snap = ledger.snapshot()
     assert snap.agent_users == {("acme", "bot"): 2}
     assert snap.value("llm_exporter_series_overflow", "llm_agent_users") == 1
 
 
-def test_reset_then_load_restores_persisted_totals():
+def test_agent_users_series_are_capped_like_every_family():
+    ledger = Ledger(max_series_per_metric=3)
+    ledger.add([], [("acme", f"agent-{i}", f"user-{i}") for i in range(50)])
+    snap = ledger.snapshot()
+    assert len(snap.agent_users) == 4  # three agents, and the overflow series
+    assert snap.agent_users[(OVERFLOW, OVERFLOW)] == 47
+    assert snap.value("llm_exporter_series_overflow", "llm_agent_users") == 47
+
+
+def test_load_restores_persisted_totals():
     ledger = Ledger()
-    ledger.add([("llm_model_tokens", ("acme", "gpt-4o", "input"), 7)])
-    ledger.reset()
-    assert ledger.snapshot().value("llm_model_tokens", "acme", "gpt-4o", "input") == 0
     ledger.load({"llm_model_tokens": {("acme", "gpt-4o", "input"): 9}, "gone_family": {(): 1}},
                 [("acme", "bot", "alice")])
     snap = ledger.snapshot()

@@ -392,6 +392,7 @@ def test_json_status_code_may_be_given_by_name():
     {"stringValue": "a", "intValue": "1"}, {"arrayValue": []}, {"arrayValue": {"values": 1}},
     {"kvlistValue": {"values": [{"key": 1}]}}, "plain", {"intValue": "9" * 5000},
     {"intValue": "-9223372036854775809"}, {"doubleValue": True},
+    {"doubleValue": 10**400},  # beyond a double: float() raises OverflowError, not ValueError
 ])
 def test_a_json_span_with_an_unreadable_attribute_is_refused_alone(value):
     doc = {"resourceSpans": [{"scopeSpans": [{"spans": [

@@ -7,9 +7,9 @@ import pytest
 from exporter.otlp import WireSpan
 from exporter.pipeline import Pipeline
 from exporter.store import Store
-from otel_processor.directory import DirectorySource
+from otel_processor.directory_source import DirectorySource
 from otel_processor.ledger import Ledger
-from otel_processor.prices import load_prices
+from otel_processor.prices_source import load_prices
 from tests.scenarios import WORKED_EXAMPLE_DIRECTORY
 
 T = b"\x01" * 16

@@ -10,15 +10,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otel_processor.prices import (
-    PICO_PER_USD,
-    Price,
-    PriceCatalog,
-    PriceError,
-    default_prices_path,
-    load_prices,
-    parse_prices,
-)
+from otel_processor.prices import PICO_PER_USD, Price, PriceCatalog, PriceError, parse_prices
+from otel_processor.prices_source import default_prices_path, load_prices
 
 
 @pytest.fixture(scope="module")

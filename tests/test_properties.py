@@ -1,18 +1,22 @@
-"""Property tests over random trace trees, emitted through the real SDK.
+"""Property tests over random trace trees, emitted through the real SDK, on both runtimes.
 
 An independent oracle walks the same tree top-down (passing the context down rather than
-looking it up) and must agree with the processor to the token.
+looking it up) and must agree with each runtime to the token. Spans end in a random order
+(children after their parents too: streaming, async, fire-and-forget).
 """
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
 
-from tests.conftest import Pipeline
+from tests.conftest import RUNTIMES, Pipeline
 
 DIRECTORY = """
 tenants:
@@ -30,6 +34,8 @@ workflows:
 """
 MEMBERS = {"acme": {"alice", "erin"}, "globex": {"carol", "erin"}}
 CHATFLOW_AGENT = {"chat-a": "bot-a"}
+AGENT_OWNER = {"bot-a": "acme", "bot-b": "globex"}  # any other id: unknown, owner ""
+WORKFLOW_OWNER = {"chat-a": "acme", "wf-x": "acme", "wf-y": "globex"}
 
 
 @dataclass
@@ -68,7 +74,7 @@ def _inner(children):
 trees = st.recursive(model_leaf, _inner, max_leaves=12)
 
 
-def emit(tracer, node: Node) -> None:
+def _attributes(node: Node) -> dict:
     attrs: dict = {}
     if node.caller:
         attrs["enduser.id"] = node.caller
@@ -89,9 +95,27 @@ def emit(tracer, node: Node) -> None:
             attrs["gen_ai.workflow.type"] = "chatflow"
     elif node.kind == "tool":
         attrs["gen_ai.operation.name"] = "execute_tool"
-    with tracer.start_as_current_span(node.kind, attributes=attrs):
-        for child in node.children:
-            emit(tracer, child)
+    return attrs
+
+
+def emit(tracer, node: Node, rng: random.Random | None = None) -> None:
+    """Start the tree's spans top-down; end them children first, or in ``rng``'s order."""
+    started = []
+
+    def start(n: Node, context) -> None:
+        span = tracer.start_span(n.kind, context=context, attributes=_attributes(n))
+        started.append(span)
+        inner = trace.set_span_in_context(span)
+        for child in n.children:
+            start(child, inner)
+
+    start(node, None)
+    if rng is None:
+        started.reverse()
+    else:
+        rng.shuffle(started)
+    for span in started:
+        span.end()
 
 
 @dataclass
@@ -101,9 +125,12 @@ class Oracle:
     agents: Counter = field(default_factory=Counter)
     workflows: Counter = field(default_factory=Counter)
     unattributed: Counter = field(default_factory=Counter)
+    invocations: Counter = field(default_factory=Counter)  # (owner, agent) -> turns
+    runs: Counter = field(default_factory=Counter)  # (owner, workflow) -> runs
     tokens_in: int = 0
 
-    def walk(self, node, caller=None, tenant=None, agent=None, workflow=None):
+    def walk(self, node, caller=None, tenant=None, agent=None, workflow=None, nearest=None):
+        """``nearest``: the agent that the nearest agent-standing ancestor stands for."""
         caller = node.caller or caller
         tenant = node.tenant or tenant
         if node.kind == "model":
@@ -120,15 +147,26 @@ class Oracle:
             if workflow:
                 self.workflows[(billing, workflow)] += total
             return
+        if node.kind == "agent":
+            self.invocations[(AGENT_OWNER.get(node.ident, ""), node.ident)] += 1
         if agent is None and node.kind == "agent":
             agent = node.ident
         is_chat = node.kind == "chatflow" or node.ident in CHATFLOW_AGENT
+        bound = CHATFLOW_AGENT.get(node.ident) if node.kind in ("workflow", "chatflow") else None
+        if bound is not None and nearest != bound:  # R5: not the flow of that invocation
+            self.invocations[(AGENT_OWNER[bound], bound)] += 1
         if node.kind in ("workflow", "chatflow") and is_chat:
-            agent = agent or CHATFLOW_AGENT.get(node.ident)
-        elif node.kind == "workflow" and workflow is None:
-            workflow = node.ident
+            agent = agent or bound
+        elif node.kind == "workflow":
+            self.runs[(WORKFLOW_OWNER.get(node.ident, ""), node.ident)] += 1
+            if workflow is None:
+                workflow = node.ident
+        if node.kind == "agent":
+            nearest = node.ident
+        elif bound is not None:
+            nearest = bound
         for child in node.children:
-            self.walk(child, caller, tenant, agent, workflow)
+            self.walk(child, caller, tenant, agent, workflow, nearest)
 
 
 def _billing(caller, tenant):
@@ -150,33 +188,71 @@ def _by(p: Pipeline, metric: str, label: str) -> Counter:
     return +out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(forest=st.lists(trees, min_size=1, max_size=4))
-def test_random_trace_trees_agree_with_an_independent_oracle(tmp_path_factory, forest):
+def _heat(p: Pipeline, metric: str, label: str) -> Counter:
+    out: Counter = Counter()
+    for key, value in p.samples(metric).items():
+        labels = dict(key)
+        out[(labels["owner_tenant"], labels[label])] += int(value)
+    return +out
+
+
+def _state(p: Pipeline) -> dict[str, Counter]:
+    unattributed: Counter = Counter()
+    for k, v in p.samples("llm_unattributed_tokens_total").items():
+        unattributed[dict(k)["reason"]] += int(v)
+    return {
+        "models": _by(p, "llm_model_tokens_total", "model"),
+        "members": _by(p, "llm_member_tokens_total", "member"),
+        "agents": _by(p, "llm_agent_tokens_total", "agent"),
+        "workflows": _by(p, "llm_workflow_tokens_total", "workflow"),
+        "invocations": _heat(p, "llm_agent_invocations_total", "agent"),
+        "runs": _heat(p, "llm_workflow_runs_total", "workflow"),
+        "unattributed": unattributed,
+    }
+
+
+def _check(p: Pipeline, forest, rng) -> None:
+    """What the forest adds to the runtime's counters is what the oracle says."""
+    before = _state(p)
+    oracle = Oracle()
+    for tree in forest:
+        emit(p.tracer, tree, rng)
+        oracle.walk(tree)
+    after = _state(p)
+    got = {name: +(after[name] - before[name]) for name in after}
+    assert got["models"] == +oracle.models
+    assert got["members"] == +oracle.members
+    assert got["agents"] == +oracle.agents
+    assert got["workflows"] == +oracle.workflows
+    assert got["invocations"] == +oracle.invocations
+    assert got["runs"] == +oracle.runs
+    # per tenant, the sum over members equals the sum over models
+    for tenant in ("acme", "globex"):
+        by_member = sum(v for (t, _), v in got["members"].items() if t == tenant)
+        by_model = sum(v for (t, _), v in got["models"].items() if t == tenant)
+        assert by_member == by_model
+    # tokens in = attributed + unattributed: none lost, none counted twice
+    attributed = sum(got["models"].values())
+    assert oracle.tokens_in == attributed + sum(got["unattributed"].values())
+    assert got["unattributed"] == +oracle.unattributed
+
+
+@pytest.mark.parametrize(("runtime_name", "examples"), [("in_process", 80), ("service", 40)])
+@pytest.mark.parametrize("shuffled", [False, True], ids=["children-first", "any-end-order"])
+def test_random_trace_trees_agree_with_an_independent_oracle(
+    tmp_path_factory, runtime_name, examples, shuffled
+):
     path = tmp_path_factory.mktemp("dir") / "directory.yaml"
     path.write_text(DIRECTORY)
-    p = Pipeline(directory=path)
+    p = RUNTIMES[runtime_name](directory=path)  # one per test: each example adds to it
+
+    @settings(max_examples=examples, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(forest=st.lists(trees, min_size=1, max_size=4), seed=st.integers(0, 2**32))
+    def check(forest, seed):
+        _check(p, forest, random.Random(seed) if shuffled else None)
+
     try:
-        oracle = Oracle()
-        for tree in forest:
-            emit(p.tracer, tree)
-            oracle.walk(tree)
-        models = _by(p, "llm_model_tokens_total", "model")
-        members = _by(p, "llm_member_tokens_total", "member")
-        assert models == +oracle.models
-        assert members == +oracle.members
-        assert _by(p, "llm_agent_tokens_total", "agent") == +oracle.agents
-        assert _by(p, "llm_workflow_tokens_total", "workflow") == +oracle.workflows
-        # per tenant, the sum over members equals the sum over models
-        for tenant in ("acme", "globex"):
-            by_member = sum(v for (t, _), v in members.items() if t == tenant)
-            by_model = sum(v for (t, _), v in models.items() if t == tenant)
-            assert by_member == by_model
-        # tokens in = attributed + unattributed: none lost, none counted twice
-        unattributed = {
-            dict(k)["reason"]: int(v) for k, v in p.samples("llm_unattributed_tokens_total").items()
-        }
-        assert oracle.tokens_in == sum(models.values()) + sum(unattributed.values())
-        assert +Counter(unattributed) == +oracle.unattributed
+        check()
     finally:
         p.close()

@@ -24,6 +24,12 @@ workflows:
 
 
 @pytest.fixture
+def pipeline(runtime):
+    """Every rule is stated once and run on both runtimes (in process, and the service)."""
+    return runtime
+
+
+@pytest.fixture
 def two_tenants(tmp_path):
     path = tmp_path / "directory.yaml"
     path.write_text(TWO_TENANTS)

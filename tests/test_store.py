@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import pathlib
+import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,12 +20,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import exporter.store as store_module
 from exporter.store import (
     FILENAME,
+    LOCK_FILENAME,
     SCHEMA_VERSION,
     Batch,
     Loaded,
     PendingSpan,
+    StateDirLocked,
     Store,
     StoreError,
 )
@@ -54,11 +60,25 @@ def pending(t: int, s: int, record=MODEL_CALL, *, parent: int | None = None,
                        record, attributed, at)
 
 
+def key(t: int, s: int) -> bytes:
+    """A seen id as seen_before takes it: trace id + span id."""
+    return trace(t) + span_id(s)
+
+
 def reload(state_dir) -> Loaded:
     """What a restarted service would find."""
     store = Store(state_dir)
     try:
         return store.load()
+    finally:
+        store.close()
+
+
+def reload_seen(state_dir, *keys: bytes) -> tuple[set[bytes], int]:
+    """Which of ``keys`` a restarted service would find seen, and how many ids are stored."""
+    store = Store(state_dir)
+    try:
+        return store.seen_before(keys), store.seen_count()
     finally:
         store.close()
 
@@ -98,8 +118,9 @@ def test_a_committed_batch_loads_back_exactly_after_reopening(store, tmp_path):
         agent_users={("acme", "support-bot", "alice")},
         pending=[pending(1, 1, AGENT_RUN, attributed=True, at=10.0),
                  pending(1, 2, parent=1, attributed=True, at=10.5), pending(2, 7, at=11.0)],
-        seen=[(trace(1), span_id(1), 10.0), (trace(1), span_id(2), 10.5),
-              (trace(2), span_id(7), 11.0)],
+    )
+    assert reload_seen(tmp_path, key(1, 1), key(1, 2), key(2, 7), key(2, 1)) == (
+        {key(1, 1), key(1, 2), key(2, 7)}, 3
     )
 
 
@@ -178,17 +199,84 @@ def test_prune_removes_only_seen_ids_older_than_the_cutoff(store, tmp_path):
     store.commit(Batch(seen=[(trace(3), span_id(1), 30.0)], prune_seen_before=20.0))
     store.close()
 
-    assert reload(tmp_path).seen == [(trace(2), span_id(1), 20.0), (trace(3), span_id(1), 30.0)]
+    assert reload_seen(tmp_path, key(1, 1), key(2, 1), key(3, 1)) == ({key(2, 1), key(3, 1)}, 2)
 
 
-def test_seen_ids_load_oldest_first_each_once_at_its_latest_time(store, tmp_path):
+def test_a_prune_in_the_batch_that_sees_an_id_old_applies_after_it(store):
+    store.commit(Batch(seen=[(trace(1), span_id(1), 5.0), (trace(2), span_id(1), 25.0)],
+                       prune_seen_before=20.0))
+
+    assert (store.seen_before([key(1, 1), key(2, 1)]), store.seen_count()) == ({key(2, 1)}, 1)
+
+
+def test_an_id_seen_again_keeps_its_latest_time_whatever_the_commit_order(store, tmp_path):
     store.commit(Batch(seen=[(trace(1), span_id(1), 30.0), (trace(2), span_id(2), 10.0)]))
-    store.commit(Batch(seen=[(trace(2), span_id(2), 40.0), (trace(3), span_id(3), 20.0)]))
+    # 1.1 seen again earlier than it was (a clock step): keeps 30. 2.2 seen later: takes 40.
+    store.commit(Batch(seen=[(trace(1), span_id(1), 5.0), (trace(2), span_id(2), 40.0),
+                             (trace(3), span_id(3), 20.0), (trace(3), span_id(3), 50.0),
+                             (trace(3), span_id(3), 15.0)]))
+    assert store.seen_count() == 3  # one row per id
+    store.commit(Batch(prune_seen_before=25.0))  # times 20 and 15 would be pruned here
     store.close()
 
-    assert reload(tmp_path).seen == [
-        (trace(3), span_id(3), 20.0), (trace(1), span_id(1), 30.0), (trace(2), span_id(2), 40.0),
-    ]
+    assert reload_seen(tmp_path, key(1, 1), key(2, 2), key(3, 3)) == (
+        {key(1, 1), key(2, 2), key(3, 3)}, 3
+    )
+    store = Store(tmp_path)
+    store.commit(Batch(prune_seen_before=40.0))  # 1.1 at 30 goes, 2.2 at 40 and 3.3 at 50 stay
+    assert store.seen_before([key(1, 1), key(2, 2), key(3, 3)]) == {key(2, 2), key(3, 3)}
+    store.close()
+
+
+def test_seen_before_answers_exactly_across_lookup_chunks(store):
+    # 1234 ids: more than two statements of 500, the last one padded.
+    store.commit(Batch(seen=[(trace(n), span_id(n % 7), 1.0) for n in range(0, 2468, 2)]))
+    asked = [key(n, n % 7) for n in range(2468)]  # every other one was seen
+    asked += [key(0, 0), key(2466, 2466 % 7)] * 3  # repeats change nothing
+    asked += [key(1, 0), trace(0) + span_id(1)]  # right trace, wrong span; and the reverse
+
+    found = store.seen_before(asked)
+
+    assert found == {key(n, n % 7) for n in range(0, 2468, 2)}
+    assert all(type(k) is bytes for k in found)
+    assert store.seen_before(iter([key(2, 2)])) == {key(2, 2)}
+    assert store.seen_before([]) == set()
+    assert store.seen_before([key(1, 1)] * 501) == set()  # padding never answers for itself
+
+
+def test_seen_before_knows_only_committed_batches(store):
+    store.commit(Batch(seen=[(trace(1), span_id(1), 1.0)]))
+    with pytest.raises(StoreError):
+        store.commit(Batch(seen=[(trace(2), span_id(2), 2.0)], increments=[("f", (), "x")]))
+
+    assert store.seen_before([key(1, 1), key(2, 2)]) == {key(1, 1)}
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param(b"x" * 23, id="23 bytes"),
+    pytest.param(b"x" * 25, id="25 bytes"),
+    pytest.param("x" * 24, id="str"),
+    pytest.param(bytearray(24), id="bytearray"),
+    pytest.param(None, id="None"),
+])
+def test_seen_before_refuses_a_key_that_is_not_24_bytes(store, bad):
+    store.commit(Batch(seen=[(trace(1), span_id(1), 1.0)]))
+
+    with pytest.raises(StoreError, match="cannot look up seen ids: seen key .* is not 24 bytes"):
+        store.seen_before([key(1, 1), bad])
+    assert store.seen_before([key(1, 1)]) == {key(1, 1)}  # and the store goes on
+
+
+def test_seen_lookups_and_pruning_use_the_indexes(store, tmp_path):
+    # A full scan of 70 M ids per lookup or per prune would stall the writer: check the plans.
+    db = sqlite3.connect(tmp_path / FILENAME)
+    lookup = db.execute(f"EXPLAIN QUERY PLAN {store_module._LOOKUP_SEEN}",
+                        [b"k" * 24] * store_module._LOOKUP_CHUNK).fetchall()
+    prune = db.execute(f"EXPLAIN QUERY PLAN {store_module._PRUNE_SEEN}", (1.0,)).fetchall()
+    db.close()
+
+    assert [row[-1] for row in lookup] == ["SEARCH seen_ids USING PRIMARY KEY (id=?)"]
+    assert [row[-1] for row in prune] == ["SEARCH seen_ids USING COVERING INDEX seen_ids_at (at<?)"]
 
 
 def test_agent_users_are_a_set(store, tmp_path):
@@ -316,6 +404,7 @@ def test_a_failing_batch_leaves_nothing_of_it_behind(store, tmp_path, bad):
     store.close()
 
     assert reload(tmp_path) == before
+    assert reload_seen(tmp_path, key(1, 1), key(2, 1)) == ({key(1, 1)}, 1)  # not pruned either
 
 
 def test_an_overflow_found_by_sqlite_rolls_the_batch_back(store, tmp_path):
@@ -326,7 +415,7 @@ def test_an_overflow_found_by_sqlite_rolls_the_batch_back(store, tmp_path):
         store.commit(_with_good_parts(increments=[("fam", ("a",), 2**62)]))
     store.close()
 
-    assert reload(tmp_path) == Loaded({"fam": {("a",): top}}, set(), [], [])
+    assert reload(tmp_path) == Loaded({"fam": {("a",): top}}, set(), [])
 
 
 def test_the_store_commits_again_after_a_failed_batch(store, tmp_path):
@@ -400,6 +489,8 @@ def test_close_is_idempotent_and_checkpoints_the_wal(store, tmp_path):
     assert not wal.exists() or wal.stat().st_size == 0
     with pytest.raises(StoreError, match="store is closed"):
         store.commit(BASELINE)
+    with pytest.raises(StoreError, match="store is closed"):
+        store.seen_before([key(1, 1)])
 
 
 def test_a_store_opened_on_one_thread_commits_on_another(store, tmp_path):
@@ -430,10 +521,237 @@ def test_overlapping_calls_from_two_threads_are_refused(store):
             store.commit(BASELINE)
         with pytest.raises(StoreError, match="used by two threads at once"):
             store.load()
+        with pytest.raises(StoreError, match="used by two threads at once"):
+            store.seen_before([key(1, 1)])
+        with pytest.raises(StoreError, match="used by two threads at once"):
+            store.seen_count()
     finally:
         release.set()
         writer.join()
     assert store.load().totals == {"fam": {("a",): 1}}
+
+
+# -- schema migrations ---------------------------------------------------------------------
+
+# The statements of schema 1, as released: frozen here, whatever the store's schema becomes.
+SCHEMA_1 = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    "CREATE TABLE totals (key TEXT PRIMARY KEY,"
+    " high INTEGER NOT NULL CHECK (typeof(high) = 'integer'),"
+    " low INTEGER NOT NULL CHECK (typeof(low) = 'integer')) WITHOUT ROWID",
+    "CREATE TABLE agent_users (key TEXT PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TABLE record_formats (id INTEGER PRIMARY KEY, fields TEXT NOT NULL UNIQUE)",
+    "CREATE TABLE pending (seq INTEGER PRIMARY KEY, trace_id BLOB NOT NULL,"
+    " span_id BLOB NOT NULL, parent_id BLOB, format INTEGER NOT NULL, record TEXT NOT NULL,"
+    " attributed INTEGER NOT NULL, received_at REAL NOT NULL)",
+    "CREATE UNIQUE INDEX pending_span ON pending (trace_id, span_id)",
+    "CREATE TABLE seen (at REAL NOT NULL, ids BLOB NOT NULL)",
+    "CREATE INDEX seen_at ON seen (at)",
+)
+
+
+def _schema_1_database(path: pathlib.Path, seen_rows: list[tuple[float, bytes]]) -> None:
+    """A ledger as version 1 wrote it: a total, an agent user, a pending span, seen blobs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    for statement in SCHEMA_1:
+        db.execute(statement)
+    db.execute("INSERT INTO schema_version VALUES (1)")
+    db.execute("INSERT INTO totals VALUES (?, 0, 42)", ('["fam","a"]',))
+    db.execute("INSERT INTO agent_users VALUES (?)", ('["acme","bot","alice"]',))
+    db.execute("INSERT INTO record_formats (id, fields) VALUES (1, ?)", ('["kind","caller"]',))
+    db.execute("INSERT INTO pending VALUES (1, ?, ?, NULL, 1, ?, 0, 5.0)",
+               (trace(1), span_id(1), '["model","bob"]'))
+    db.executemany("INSERT INTO seen (at, ids) VALUES (?, ?)", seen_rows)
+    db.close()
+
+
+def _schema(path: pathlib.Path) -> list[tuple]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"
+                          " WHERE name NOT LIKE 'sqlite_autoindex_%' ORDER BY name").fetchall()
+    finally:
+        db.close()
+
+
+def test_schema_1_seen_blobs_become_seen_ids_at_their_latest_time(tmp_path):
+    _schema_1_database(tmp_path / FILENAME, [
+        (10.0, key(1, 1) + key(2, 1) + key(3, 1)),
+        (30.0, key(4, 1)),
+        (20.0, key(1, 1) + key(4, 1)),  # 1.1 again later; 4.4 again earlier (a later row)
+        (25.0, b""),  # a commit that saw nothing
+    ])
+
+    store = Store(tmp_path)
+    assert store.load() == Loaded(
+        totals={"fam": {("a",): 42}}, agent_users={("acme", "bot", "alice")},
+        pending=[pending(1, 1, SpanRecord(kind="model", caller="bob"), at=5.0)],
+    )
+    assert store.seen_count() == 4
+    assert store.seen_before([key(n, 1) for n in range(6)]) == {key(n, 1) for n in (1, 2, 3, 4)}
+    store.commit(Batch(prune_seen_before=20.0))  # keeps 1.1 (at 20, not 10) and 4.1 (at 30)
+    assert store.seen_before([key(n, 1) for n in range(6)]) == {key(1, 1), key(4, 1)}
+    store.commit(Batch(prune_seen_before=30.0))
+    assert store.seen_before([key(n, 1) for n in range(6)]) == {key(4, 1)}
+    store.close()
+
+    db = sqlite3.connect(tmp_path / FILENAME)
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    db.close()
+
+
+def test_a_migrated_database_has_the_schema_of_a_fresh_one(tmp_path):
+    _schema_1_database(tmp_path / "old" / FILENAME, [(1.0, key(1, 1))])
+    Store(tmp_path / "old").close()
+    Store(tmp_path / "new").close()
+
+    migrated = _schema(tmp_path / "old" / FILENAME)
+    assert migrated == _schema(tmp_path / "new" / FILENAME)
+    assert {name for _, name, _, _ in migrated} >= {"seen_ids", "seen_ids_at"}
+    assert not {"seen", "seen_at"} & {name for _, name, _, _ in migrated}
+
+
+def test_a_failed_migration_leaves_the_schema_1_database_as_it_was(tmp_path, monkeypatch):
+    _schema_1_database(tmp_path / FILENAME, [(1.0, key(1, 1))])
+    before = _schema(tmp_path / FILENAME)
+
+    def fail(db):
+        db.execute("CREATE TABLE half_done (x)")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setitem(store_module._MIGRATIONS, 1, (*store_module._MIGRATIONS[1], fail))
+    with pytest.raises(StoreError, match="cannot open the ledger: disk I/O error"):
+        Store(tmp_path)
+    assert _schema(tmp_path / FILENAME) == before
+    db = sqlite3.connect(tmp_path / FILENAME)
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert db.execute("SELECT at, ids FROM seen").fetchall() == [(1.0, key(1, 1))]
+    db.close()
+
+    monkeypatch.undo()
+    assert reload_seen(tmp_path, key(1, 1)) == ({key(1, 1)}, 1)  # the next start migrates
+
+
+# -- one store per state directory ---------------------------------------------------------
+
+HOLDER = re.compile(r"pid (\d+) on (\S+) since (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
+
+
+def _refusal(state_dir, pid: int) -> str:
+    """The message a second store on ``state_dir`` gets while ``pid`` on this host holds it."""
+    return (rf"^state directory {re.escape(str(state_dir))} is in use by pid {pid} on"
+            rf" {re.escape(socket.gethostname())} since \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ;"
+            r" stop that process or use another --state-dir$")
+
+
+def test_the_lock_file_names_the_holder(store, tmp_path):
+    holder = HOLDER.fullmatch((tmp_path / LOCK_FILENAME).read_text().rstrip("\n"))
+
+    assert holder and holder.group(1, 2) == (str(os.getpid()), socket.gethostname())
+    since = datetime.datetime.strptime(holder[3], "%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    assert abs((now - since).total_seconds()) < 60
+
+
+def test_a_second_store_in_the_same_process_is_refused_and_the_first_goes_on(store, tmp_path):
+    store.commit(BASELINE)
+
+    with pytest.raises(StateDirLocked, match=_refusal(tmp_path, os.getpid())) as refused:
+        Store(tmp_path)
+    assert isinstance(refused.value, StoreError) and "\n" not in str(refused.value)
+    store.commit(Batch(increments=[("fam", ("a",), 1)]))  # the refusal closed nothing of ours
+    assert store.load().totals == {"fam": {("a",): 11}}
+    assert HOLDER.fullmatch((tmp_path / LOCK_FILENAME).read_text().rstrip("\n"))[1] == str(
+        os.getpid()
+    )
+
+
+def test_a_relative_state_dir_is_named_absolute_in_the_refusal(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = Store("state")
+    try:
+        with pytest.raises(StateDirLocked, match=_refusal(tmp_path / "state", os.getpid())):
+            Store("state")
+    finally:
+        first.close()
+
+
+_OPEN_AND_REPORT = """
+import sys
+from exporter.store import StateDirLocked, Store
+try:
+    Store(sys.argv[1]).close()
+except StateDirLocked as exc:
+    print(exc)
+    sys.exit(3)
+print("opened")
+"""
+
+
+def test_a_store_in_another_process_is_refused_while_this_one_holds_the_dir(store, tmp_path):
+    child = _python(_OPEN_AND_REPORT, str(tmp_path))
+    out, err = child.communicate(timeout=60)
+
+    assert child.returncode == 3, err
+    assert re.fullmatch(_refusal(tmp_path, os.getpid()), out.rstrip("\n")), out
+    store.commit(BASELINE)  # still ours
+
+
+def test_after_close_another_store_opens_the_dir(store, tmp_path):
+    store.commit(BASELINE)
+    store.close()
+
+    child = _python(_OPEN_AND_REPORT, str(tmp_path))
+    out, err = child.communicate(timeout=60)
+    assert (child.returncode, out) == (0, "opened\n"), err
+    again = Store(tmp_path)  # and in this process too
+    assert again.load().totals == {"fam": {("a",): 10}}
+    again.close()
+
+
+def test_a_store_that_fails_to_open_releases_the_dir(tmp_path):
+    (tmp_path / FILENAME).write_bytes(b"this is not sqlite, just text " * 100)
+    with pytest.raises(StoreError, match="cannot open the ledger"):
+        Store(tmp_path)
+    (tmp_path / FILENAME).unlink()
+
+    Store(tmp_path).close()  # not refused as locked by the failed attempt
+
+
+_HOLD_THE_DIR = """
+import sys
+from exporter.store import Store
+store = Store(sys.argv[1])
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_lock_file_left_by_a_dead_process_blocks_nobody(tmp_path):
+    holder = _python(_HOLD_THE_DIR, str(tmp_path))
+    assert holder.stdout.readline() == "holding\n", holder.stderr.read()
+    with pytest.raises(StateDirLocked, match=_refusal(tmp_path, holder.pid)):
+        Store(tmp_path)
+    holder.kill()  # no close: the kernel drops the lock, the file stays
+    holder.communicate(timeout=60)
+    assert f"pid {holder.pid} on" in (tmp_path / LOCK_FILENAME).read_text()
+
+    store = Store(tmp_path)
+    assert HOLDER.fullmatch((tmp_path / LOCK_FILENAME).read_text().rstrip("\n"))[1] == str(
+        os.getpid()
+    )
+    store.close()
+
+
+def test_a_stale_lock_file_with_any_content_blocks_nobody(tmp_path):
+    (tmp_path / LOCK_FILENAME).write_text("pid 1 on elsewhere since 2020-01-01T00:00:00Z\n" * 50)
+
+    store = Store(tmp_path)
+    text = (tmp_path / LOCK_FILENAME).read_text()
+    assert text.count("\n") == 1 and HOLDER.fullmatch(text.rstrip("\n"))  # rewritten whole
+    store.close()
 
 
 # -- durability against a killed process ---------------------------------------------------
@@ -487,8 +805,8 @@ def test_a_batch_committed_just_before_sigkill_is_there_after_reopening(tmp_path
         agent_users={("o", "a", "c")},
         pending=[PendingSpan(b"t" * 16, b"s" * 8, None, SpanRecord(kind="model", input_tokens=7),
                              True, 1.5)],
-        seen=[(b"t" * 16, b"s" * 8, 1.5)],
     )
+    assert reload_seen(tmp_path, b"t" * 16 + b"s" * 8) == ({b"t" * 16 + b"s" * 8}, 1)
 
 
 @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
@@ -511,5 +829,5 @@ def test_a_writer_killed_while_committing_leaves_whole_batches_only(tmp_path, sy
         batches = loaded.totals["a"][("0",)]
         assert batches in (reported, reported + 1)  # + 1: killed after COMMIT, before print
         assert loaded.totals == {f: {(str(k),): batches for k in range(300)} for f in "ab"}
-        assert len(loaded.pending) == len(loaded.seen) == 50 * batches
+        assert len(loaded.pending) == reload_seen(tmp_path)[1] == 50 * batches
         committed = batches

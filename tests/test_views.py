@@ -24,6 +24,7 @@ from tests.scenarios import worked_example
 def exposition(pipeline) -> str:
     p = pipeline()
     worked_example(p.tracer)
+    p.flush()
     return generate_latest(p.registry).decode()
 
 

@@ -11,8 +11,8 @@ from tests.scenarios import worked_example
 GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "worked_example.prom"
 
 
-def test_acme_admin_sees_the_worked_example_numbers(pipeline):
-    p = pipeline()
+def test_acme_admin_sees_the_worked_example_numbers(runtime):
+    p = runtime()
     worked_example(p.tracer)
 
     # cards
@@ -48,8 +48,8 @@ def test_acme_admin_sees_the_worked_example_numbers(pipeline):
     assert p.value("llm_unattributed_tokens_total", reason="ambiguous_tenant") == 0
 
 
-def test_globex_sees_its_own_ten_tokens_and_acme_does_not(pipeline):
-    p = pipeline()
+def test_globex_sees_its_own_ten_tokens_and_acme_does_not(runtime):
+    p = runtime()
     worked_example(p.tracer)
     assert p.tokens("llm_agent_tokens_total", tenant="globex", agent="support-bot") == 10
     assert p.tokens("llm_model_tokens_total", tenant="globex", model="gpt-4o") == 10
@@ -58,8 +58,8 @@ def test_globex_sees_its_own_ten_tokens_and_acme_does_not(pipeline):
     assert tenants == {"acme", "globex"}
 
 
-def test_worked_example_costs_follow_the_price_catalog(pipeline):
-    p = pipeline()
+def test_worked_example_costs_follow_the_price_catalog(runtime):
+    p = runtime()
     worked_example(p.tracer)
     # gpt-4o 2.50/10.00, gpt-4o-mini 0.15/0.60, qwen-max 1.60/6.40 USD per million tokens
     gpt4o = (100 * 2.5 + 50 * 10.0) / 1e6
@@ -75,6 +75,7 @@ def test_worked_example_costs_follow_the_price_catalog(pipeline):
 def test_worked_example_exposition_matches_the_golden_file(pipeline, request):
     p = pipeline()
     worked_example(p.tracer)
+    p.flush()
     text = generate_latest(p.registry).decode()
     text = "\n".join(
         line for line in text.splitlines()

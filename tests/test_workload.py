@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.workload import SpanSpec, TraceSpec, emit, expected_totals, generate
 from otel_processor import TokenAttributionProcessor
-from otel_processor.directory import default_directory_path, load_directory
+from otel_processor.directory_source import default_directory_path, load_directory
 from tests.scenarios import WORKED_EXAMPLE_DIRECTORY
 
 DEMO = load_directory(default_directory_path())

@@ -8,7 +8,12 @@ with the ancestors that are known (reason ``timeout``), or nothing was waiting
 (``complete``). Past ``max_traces`` open traces or ``max_spans`` spans, the oldest trace
 is closed the same way (``capacity``).
 
-Not thread-safe: one owner (the pipeline's writer thread) calls everything here.
+Both runtimes use it: the service's writer thread (ids are bytes, traces close when idle)
+and the in-process worker (ids are the SDK's ints, a trace closes as soon as none of its
+spans is open). Ids are opaque hashable values here.
+
+Not thread-safe: one owner (the service's writer thread, or the in-process worker) calls
+everything here; ``open_traces`` and ``open_spans`` may be read from any thread.
 """
 
 from __future__ import annotations
@@ -55,12 +60,13 @@ class Closed:
 
 
 class _Trace:
-    __slots__ = ("spans", "last_seen", "waiting")
+    __slots__ = ("spans", "last_seen", "waiting", "started")
 
     def __init__(self, now: float) -> None:
         self.spans: dict[bytes, _Node] = {}
         self.last_seen = now
         self.waiting: dict[bytes, None] = {}  # span ids still to attribute, arrival order
+        self.started: set | None = None  # in process: spans started and not yet ended
 
 
 def needs_attribution(record: SpanRecord) -> bool:
@@ -93,6 +99,29 @@ class Assembler:
         trace = self._traces.get(ids[0])
         return trace is not None and ids[1] in trace.spans
 
+    def started(self, trace_id, span_id, *, now: float) -> None:
+        """A span of the trace started (in process): the trace stays open until it ends.
+
+        Counts against ``max_spans`` like an ended span, so that spans that never end are
+        bounded too.
+        """
+        trace = self._traces.get(trace_id)
+        if trace is None:
+            trace = self._traces[trace_id] = _Trace(now)
+        else:
+            self._traces.move_to_end(trace_id)
+            trace.last_seen = max(trace.last_seen, now)
+        if trace.started is None:
+            trace.started = set()
+        if span_id not in trace.started:
+            trace.started.add(span_id)
+            self._span_count += 1
+
+    def finished(self, trace_id) -> bool:
+        """Whether every span of the trace that was seen starting has ended."""
+        trace = self._traces.get(trace_id)
+        return trace is not None and not trace.started
+
     def add(
         self,
         trace_id: bytes,
@@ -116,7 +145,11 @@ class Assembler:
         trace.spans[span_id] = _Node(parent_id, record, waiting)
         if waiting:
             trace.waiting[span_id] = None
-        self._span_count += 1
+        started = trace.started
+        if started is not None and span_id in started:
+            started.discard(span_id)  # counted once, when it started
+        else:
+            self._span_count += 1
         return True
 
     def ready(self, trace_id: bytes) -> list[Ready]:
@@ -154,15 +187,21 @@ class Assembler:
             out.append(self._close(next(iter(self._traces)), CAPACITY))
         return out
 
+    def close(self, trace_id, reason: str = COMPLETE) -> Closed | None:
+        """Close one trace now (its spans are all in); None when it is not open."""
+        if trace_id not in self._traces:
+            return None
+        return self._close(trace_id, reason)
+
     def close_all(self) -> Iterator[Closed]:
         while self._traces:
             yield self._close(next(iter(self._traces)), TIMEOUT)
 
     def _close(self, trace_id: bytes, reason: str) -> Closed:
         trace = self._traces.pop(trace_id)
-        self._span_count -= len(trace.spans)
+        self._span_count -= len(trace.spans) + len(trace.started or ())
         if not trace.waiting:
-            return Closed(trace_id, COMPLETE if reason == TIMEOUT else reason, ())
+            return Closed(trace_id, COMPLETE if reason in (TIMEOUT, COMPLETE) else reason, ())
         leftovers = tuple(
             Ready(trace_id, span_id, node.record, _chain(trace, node, complete_only=False))
             for span_id, node in ((i, trace.spans[i]) for i in trace.waiting)

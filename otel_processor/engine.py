@@ -1,0 +1,70 @@
+"""The one span path both runtimes share: span -> record -> attribution -> increments.
+
+The in-process processor (``processor.py``) and the service (``exporter/pipeline.py``) are
+thin runtimes around this module: they differ only in how a span arrives (an SDK span at
+``on_end``, a wire span in an OTLP request) and where totals are kept (memory, or the
+durable store). Both read a span with :func:`read_span` from the same inputs, assemble it
+with :class:`~otel_processor.assembly.Assembler`, and turn what is ready into ledger
+increments with :func:`effects_of`. No I/O, no clock, no thread here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from otel_processor.attribution import attribute_usage, heat_event
+from otel_processor.conventions import MODEL, OTHER, InvalidSpan, SpanRecord, normalize
+from otel_processor.directory import Directory
+from otel_processor.ledger import Increment, effects
+from otel_processor.prices import PriceCatalog
+
+__all__ = ["LINK", "effects_of", "read_span"]
+
+#: What stands in the assembly for a span that was refused: it breaks no chain of its
+#: descendants (their caller may sit above it) and carries nothing itself.
+LINK = SpanRecord(kind=OTHER)
+
+AgentUser = tuple[str, str, str]
+
+
+def read_span(
+    name: str | None,
+    attributes: Mapping | None,
+    resource_attributes: Mapping | None,
+    *,
+    error: bool,
+    start_ns: int | None,
+    end_ns: int | None,
+) -> SpanRecord:
+    """One span, live or from the wire, as a record; only :class:`InvalidSpan` escapes.
+
+    ``name`` is the span name (the id of an agent or workflow span whose attributes carry
+    none), ``error`` whether its status is ERROR.
+    """
+    duration = None
+    if start_ns is not None and end_ns is not None:
+        duration = max(0, end_ns - start_ns)
+    try:
+        return normalize(attributes, resource_attributes, error=error, duration_ns=duration,
+                         name=name)
+    except InvalidSpan:
+        raise
+    except Exception as exc:  # anything else one span's data can do must cost only that span
+        raise InvalidSpan("invalid_attribute", f"unreadable span: {exc!r:.120}") from None
+
+
+def effects_of(
+    record: SpanRecord,
+    ancestors: Sequence[SpanRecord],
+    directory: Directory,
+    prices: PriceCatalog,
+) -> tuple[list[Increment], AgentUser | None]:
+    """A counted span with its ancestors (nearest first) as ledger increments, and the
+    (owner, agent, caller) it makes known to ``llm_agent_users``."""
+    if record.kind == MODEL:
+        event = attribute_usage(record, ancestors, directory, prices)
+    else:
+        event = heat_event(record, ancestors, directory)
+        if event is None:
+            return [], None
+    return effects(event)
