@@ -88,11 +88,19 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides=_overrides(args, *keys))
     _configure_logging(config.log_level)
     from exporter.server import serve
+    from exporter.store import StoreError
 
     try:
         code = serve(config)
     except KeyboardInterrupt:
         return 130
+    except StoreError as exc:  # another process holds the state directory, or it is unusable
+        print(f"{DISTRIBUTION} serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the listen address is taken or not ours
+        print(f"{DISTRIBUTION} serve: cannot listen on {config.listen}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     return code if isinstance(code, int) else 0
 
 

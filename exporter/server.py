@@ -21,7 +21,7 @@ from exporter.config import Config
 from exporter.pipeline import Pipeline
 from exporter.store import Store
 from otel_processor.collector import Health, TokenCollector
-from otel_processor.directory_source import DirectorySource, default_directory_path
+from otel_processor.directory_source import DirectorySource
 from otel_processor.ledger import Ledger
 from otel_processor.prices_source import load_prices
 
@@ -46,15 +46,23 @@ class Service:
 
 
 def build_service(config: Config) -> Service:
-    """Open the state, load directory and prices, and build the app (no server yet)."""
-    directory = DirectorySource(
-        config.directory or default_directory_path(),
-        refresh_interval=config.directory_refresh_interval,
-        timeout=config.directory_timeout,
-    )
-    directory.refresh()
-    prices = load_prices(config.prices or None)
+    """Open the state, load directory and prices, and build the app (no server yet).
+
+    Raises :class:`~exporter.store.StoreError` (``StateDirLocked`` when another process
+    holds the state directory) before anything else is started.
+    """
     store = Store(config.state_dir, synchronous=config.sqlite_synchronous)
+    try:
+        prices = load_prices(config.prices_path)
+        directory = DirectorySource(
+            config.directory_source,
+            refresh_interval=config.directory_refresh_interval,
+            timeout=config.directory_timeout,
+        )
+        directory.refresh()
+    except BaseException:
+        store.close()
+        raise
     ledger = Ledger(max_series_per_metric=config.max_series_per_metric)
     pipeline = Pipeline(
         store=store,
@@ -155,14 +163,42 @@ class RunningServer:
 
 def start_server(config: Config) -> RunningServer:
     """Build the service and serve it in the background on ``config.listen``."""
-    return RunningServer(build_service(config), config.host, config.port)
+    service = build_service(config)
+    try:
+        return RunningServer(service, config.host, config.port)
+    except BaseException:  # the port is taken, say: release the state directory
+        service.close()
+        raise
+
+
+def describe_startup(config: Config, service: Service) -> list[tuple[int, str]]:
+    """What the operator must know at startup, as (log level, message) lines: the
+    directory, the price catalog, the state, and who may post spans."""
+    lines = [(logging.INFO, f"directory: {service.directory.describe()}"
+              + ("" if service.directory.ready else " (not loaded yet: ingest answers 503)")),
+             (logging.INFO, f"price catalog: {config.prices_path}"),
+             (logging.INFO, f"state: {service.store.path}")]
+    if not config.directory:
+        lines.append((logging.WARNING,
+                      "no --directory given: using the DEMO directory shipped in the package "
+                      "(demo tenants acme, globex, ...); every real caller counts as not_member."
+                      " Set --directory FILE_OR_URL or LLM_TOKEN_EXPORTER_DIRECTORY"))
+    if config.auth_token:
+        lines.append((logging.INFO, "ingest: POST /v1/traces requires the bearer token"))
+    else:
+        lines.append((logging.WARNING,
+                      f"ingest: UNAUTHENTICATED on {config.listen}: anyone who reaches this port "
+                      "can post usage billed to any member; set auth_token "
+                      "(LLM_TOKEN_EXPORTER_AUTH_TOKEN)"))
+    return lines
 
 
 def serve(config: Config) -> int:
     """Serve until SIGTERM or SIGINT, then stop cleanly (queued spans are committed)."""
     running = start_server(config)
-    logger.info("llm-token-exporter listening on %s (state in %s)", running.url,
-                config.state_dir)
+    for level, message in describe_startup(config, running.service):
+        logger.log(level, message)
+    logger.info("llm-token-exporter listening on %s", running.url)
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())

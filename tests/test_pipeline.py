@@ -105,3 +105,66 @@ def test_spans_the_normaliser_refuses_are_counted_and_answered(make):
     assert snap.value("llm_exporter_spans_rejected", "invalid_token_count") == 1
     assert snap.value("llm_exporter_spans_rejected", "invalid_span_id") == 2
     assert snap.value("llm_exporter_spans_received", "otlp_http") == 5
+
+
+def test_a_span_resent_after_more_others_than_memory_holds_still_counts_once(make):
+    """The window is on disk: memory holds only the newest ids (here 5 of them)."""
+    pipeline, clock = make(max_seen=5, idle_timeout=1.0)
+    assert pipeline.submit([CHAT_SPAN, ROOT_SPAN]).ok
+    for i in range(20):  # twenty other traces push the first ids out of memory
+        trace_id = bytes([0x10 + i]) * 16
+        other = WireSpan(trace_id, b"\x09" * 8, None, "s", {}, {}, False, 0, 1)
+        clock.now += 0.5
+        assert pipeline.submit([other]).ok
+    clock.now += 2  # the first trace is closed too: only the dedupe window knows it
+    assert pipeline.submit([]).ok
+    outcome = pipeline.submit([CHAT_SPAN, ROOT_SPAN])
+    assert (outcome.ok, outcome.accepted, outcome.duplicates) == (True, 0, 2)
+    assert alice_tokens(pipeline) == 10
+
+
+class _FailingStore(Store):
+    """A store whose commits fail while ``failing`` is set (a full disk)."""
+
+    failing = False
+
+    def commit(self, batch):
+        if self.failing:
+            from exporter.store import StoreError
+
+            raise StoreError("disk full")
+        return super().commit(batch)
+
+
+def test_a_failed_commit_changes_nothing_visible_and_the_retry_counts_once(tmp_path):
+    store = _FailingStore(tmp_path / "state")
+    directory = DirectorySource(WORKED_EXAMPLE_DIRECTORY)
+    directory.refresh()
+    pipeline = Pipeline(store=store, directory=directory, prices=load_prices(None),
+                        ledger=Ledger(), idle_timeout=30.0, max_traces=100, max_spans=1000,
+                        dedupe_retention=60.0, clock=Clock())
+    pipeline.start()
+    try:
+        assert pipeline.submit([ROOT_SPAN]).ok
+        before = pipeline.ledger.snapshot().counters
+        store.failing = True
+        outcome = pipeline.submit([CHAT_SPAN])
+        assert not outcome.ok  # answered 503: the client retries
+        assert pipeline.ledger.snapshot().counters == before
+        store.failing = False
+        assert pipeline.submit([CHAT_SPAN]).ok  # the retry
+        assert alice_tokens(pipeline) == 10
+    finally:
+        pipeline.close()
+
+
+def test_the_pipeline_is_not_ready_before_a_directory_loaded(tmp_path):
+    directory = DirectorySource(tmp_path / "missing.yaml")
+    directory.refresh()
+    pipeline = Pipeline(store=Store(tmp_path / "state"), directory=directory,
+                        prices=load_prices(None), ledger=Ledger(), idle_timeout=30.0,
+                        max_traces=100, max_spans=1000, dedupe_retention=60.0)
+    try:
+        assert pipeline.ready is False
+    finally:
+        pipeline.close()

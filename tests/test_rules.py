@@ -90,6 +90,57 @@ def test_bound_chat_workflow_without_agent_span_stands_for_an_agent_invocation(p
     assert p.value("llm_workflow_runs_total", owner_tenant="acme", workflow="summarize") == 1
 
 
+def test_chat_workflow_under_another_agent_is_a_turn_of_its_own_agent(pipeline, two_tenants):
+    """R5/R6: only the nearest agent-standing ancestor that is the same agent suppresses it."""
+    p = pipeline(directory=two_tenants)
+    with agent(p.tracer, "helper-bot", **caller("carol", "globex")):
+        with workflow(p.tracer, "support-chat"):  # support-bot's chat workflow, as a sub-agent
+            chat(p.tracer, "gpt-4o", 20, 5)
+    with agent(p.tracer, "support-bot", **caller("alice", "acme")):
+        with workflow(p.tracer, "support-chat"):  # that invocation's own flow
+            chat(p.tracer, "gpt-4o", 1, 1)
+    with p.tracer.start_as_current_span(
+        "invoke_agent", attributes={"gen_ai.operation.name": "invoke_agent",
+                                    **caller("alice", "acme")}):
+        with workflow(p.tracer, "support-chat"):  # an agent span without an id: its flow
+            chat(p.tracer, "gpt-4o", 1, 1)
+    assert p.value("llm_agent_invocations_total", owner_tenant="acme", agent="support-bot") == 2
+    assert p.value("llm_agent_invocations_total", owner_tenant="globex", agent="helper-bot") == 1
+    assert p.value("llm_agent_invocations_total", owner_tenant="", agent="unknown") == 1
+    assert p.value("llm_agent_users", owner_tenant="acme", agent="support-bot") == 2
+    # R4: the tokens go to the outermost agent
+    assert p.tokens("llm_agent_tokens_total", tenant="globex", agent="helper-bot") == 25
+    assert p.tokens("llm_agent_tokens_total", tenant="acme", agent="support-bot") == 2
+    assert p.tokens("llm_agent_tokens_total", tenant="acme", agent="unknown") == 2
+
+
+def test_an_agent_id_only_in_the_span_name_is_read(pipeline):
+    p = pipeline()
+    with p.tracer.start_as_current_span(
+        "invoke_agent support-bot",
+        attributes={"gen_ai.operation.name": "invoke_agent", **caller("alice", "acme")}):
+        chat(p.tracer, "gpt-4o", 3, 4)
+    assert p.tokens("llm_agent_tokens_total", tenant="acme", agent="support-bot") == 7
+    assert p.value("llm_agent_invocations_total", owner_tenant="acme", agent="support-bot") == 1
+
+
+def test_a_model_call_that_ends_after_its_agent_is_attributed_to_it(pipeline):
+    from opentelemetry import trace
+
+    p = pipeline()
+    root = p.tracer.start_span("invoke_agent support-bot", attributes={
+        "gen_ai.operation.name": "invoke_agent", **caller("alice", "acme")})
+    call = p.tracer.start_span("chat gpt-4o", context=trace.set_span_in_context(root),
+                               attributes={"gen_ai.operation.name": "chat",
+                                           "gen_ai.request.model": "gpt-4o",
+                                           "gen_ai.usage.input_tokens": 8,
+                                           "gen_ai.usage.output_tokens": 2})
+    root.end()  # fire-and-forget: the agent returned first
+    call.end()
+    assert p.tokens("llm_agent_tokens_total", tenant="acme", agent="support-bot") == 10
+    assert p.tokens("llm_member_tokens_total", tenant="acme", member="alice") == 10
+
+
 def test_regular_workflow_called_by_an_agent_counts_in_both_dimensions(pipeline):
     p = pipeline()
     with agent(p.tracer, "support-bot", **caller("alice", "acme")):

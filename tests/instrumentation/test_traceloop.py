@@ -97,6 +97,7 @@ class _Pipeline:
         self.readout = Readout(self.registry, self.captured)
 
     def check(self, expected: dict[str, dict[tuple[str, ...], int]]) -> None:
+        assert self.processor.force_flush(10_000)  # the processor counts on its worker
         self.readout.check(expected)
 
 
