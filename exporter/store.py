@@ -116,24 +116,29 @@ _ADD_SEEN = (
 _PRUNE_SEEN = "DELETE FROM seen_ids WHERE at < ?"
 _LOOKUP_SEEN = f"SELECT id FROM seen_ids WHERE id IN ({', '.join('?' * _LOOKUP_CHUNK)})"
 _COUNT_SEEN = "SELECT count(*) FROM seen_ids"
+# Schema 1's seen rows, oldest rowid first, a few at a time: a row is one commit's ids.
+_OLD_SEEN_ROWS = "SELECT rowid, at, ids FROM seen ORDER BY rowid LIMIT 32"
 
 
 def _seen_ids_from_schema_1(db: sqlite3.Connection) -> None:
     """Schema 1 -> 2: the id blobs of ``seen`` (24 bytes per id) become rows of seen_ids.
 
     In Python, not SQL: splitting a blob in SQL (substr in a recursive CTE) copies the blob
-    once per id, quadratic in its size. Rows stream in table order (the upsert keeps each
-    id's latest time whatever the order), so memory stays flat.
+    once per id, quadratic in its size. Moved a few rows at a time, each deleted once copied
+    (the upsert keeps an id's latest time in any order), so memory stays flat: a plain DROP
+    of the full table journals, in memory (temp_store), every page it frees, 270 MB for 10 M
+    ids (measured; 58 MB peak this way).
     """
     db.execute(_CREATE_SEEN_IDS)
     db.execute(_CREATE_SEEN_IDS_AT)
-    rows = db.execute("SELECT at, ids FROM seen")
-    db.executemany(_ADD_SEEN, (
-        (ids[i : i + _SEEN_ID_SIZE], at)
-        for at, ids in rows
-        for i in range(0, len(ids) - _SEEN_ID_SIZE + 1, _SEEN_ID_SIZE)
-    ))
-    db.execute("DROP TABLE seen")  # its index seen_at goes with it
+    while rows := db.execute(_OLD_SEEN_ROWS).fetchall():
+        db.executemany(_ADD_SEEN, (
+            (ids[i : i + _SEEN_ID_SIZE], at)
+            for _, at, ids in rows
+            for i in range(0, len(ids) - _SEEN_ID_SIZE + 1, _SEEN_ID_SIZE)
+        ))
+        db.execute("DELETE FROM seen WHERE rowid <= ?", (rows[-1][0],))
+    db.execute("DROP TABLE seen")  # empty now; its index seen_at goes with it
 
 
 #: version n -> steps taking a database from n to n + 1, in one transaction with the rest

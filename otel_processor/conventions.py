@@ -105,9 +105,15 @@ def _unreadable(exc: BaseException) -> InvalidSpan:
     return InvalidSpan("invalid_attribute", f"attributes could not be read ({type(exc).__name__})")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SpanRecord:
-    """What attribution needs from one span; immutable, cheap to keep."""
+    """What attribution needs from one span; cheap to keep, never changed once built.
+
+    Not ``frozen``: a frozen dataclass sets each field through ``object.__setattr__``,
+    which made building a record four times slower (measured: 5.6 us against 1.3 us), and
+    one is built for every span an application ends. Records are shared (``_EMPTY``,
+    the engine's ``LINK``): nothing may assign to one.
+    """
 
     kind: str = OTHER
     input_tokens: int = 0
@@ -196,6 +202,8 @@ def _ident(found: Mapping, field: str) -> str | None:
     value = found.get(field)
     if value is None:
         return None
+    if type(value) is str and len(value) <= MAX_ID_LENGTH and value.isascii():
+        return value.strip() or None  # the common case: a short ASCII id
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidSpan("invalid_attribute", f"{field} must be a string, got {value!r:.60}")
     if not isinstance(value, str) and value.bit_length() > _MAX_ID_BITS:
@@ -328,19 +336,27 @@ def _is_chat_workflow(found: Mapping) -> bool:
 
 # Resources are few and shared by many spans: their scan is kept, keyed by identity.
 # Bounded; cleared when full. Plain dict operations, atomic under the GIL.
-_RESOURCE_CACHE: dict[int, tuple[Mapping, dict[str, Any]]] = {}
+_RESOURCE_CACHE: dict[int, tuple[Mapping, tuple]] = {}
 _RESOURCE_CACHE_SIZE = 256
+_SPAN_ONLY = ("caller", "tenant", "metadata")  # never merged from the resource: resource_*
 
 
-def _scan_resource(resource_attributes: Mapping) -> dict[str, Any]:
+def _scan_resource(resource_attributes: Mapping) -> tuple[str | None, str | None, dict]:
+    """(caller, tenant, the other fields to merge under a span's) of a resource, cached.
+
+    Raises :class:`InvalidSpan` for a resource caller or tenant that cannot be believed
+    (not cached: every span of that resource is refused the same way).
+    """
     cached = _RESOURCE_CACHE.get(id(resource_attributes))
     if cached is not None and cached[0] is resource_attributes:
         return cached[1]
     found = scan(resource_attributes)
+    read = (_ident(found, "caller"), _ident(found, "tenant"),
+            {k: v for k, v in found.items() if k not in _SPAN_ONLY})
     if len(_RESOURCE_CACHE) >= _RESOURCE_CACHE_SIZE:
         _RESOURCE_CACHE.clear()
-    _RESOURCE_CACHE[id(resource_attributes)] = (resource_attributes, found)
-    return found
+    _RESOURCE_CACHE[id(resource_attributes)] = (resource_attributes, read)
+    return read
 
 
 def normalize(
@@ -393,18 +409,17 @@ def from_fields(
         raise _unreadable(exc) from exc
 
 
+_EMPTY = SpanRecord()  # a span that names nothing we read (most spans of an application)
+
+
 def _from_fields(found, resource_attributes, error, duration_ns, name) -> SpanRecord:
     res_caller = res_tenant = None
     if resource_attributes:
-        res = _scan_resource(resource_attributes)
+        res_caller, res_tenant, res = _scan_resource(resource_attributes)
         if res:
-            res_caller = _ident(res, "caller")
-            res_tenant = _ident(res, "tenant")
-            merged = {**res, **found}
-            for field in ("caller", "tenant", "metadata"):  # span-only; see resource_*
-                if field not in found:
-                    merged.pop(field, None)
-            found = merged
+            found = {**res, **found}
+    if not found and res_caller is None and res_tenant is None:
+        return _EMPTY  # context only: neither counted nor carrying a caller or tenant
     return _record(found, res_caller, res_tenant, error, duration_ns, name)
 
 

@@ -103,8 +103,9 @@ class Snapshot:
 class Plan:
     """What a group of increments will change, decided before anything changes.
 
-    ``increments`` are final: ids past a series cap already folded into ``__overflow__``,
-    the overflow counts included; ``agent_users`` are the (owner, agent, caller) triples new
+    ``increments`` are final, one per series: ids past a series cap already folded into
+    ``__overflow__``, the overflow counts (of increments folded) included;
+    ``agent_users`` are the (owner, agent, caller) triples new
     to the ledger. A durable runtime commits exactly this, then :meth:`Ledger.apply` shows it.
     """
 
@@ -156,16 +157,24 @@ class Ledger:
     ) -> Plan:
         """The final form of ``increments`` and ``agent_users``; changes nothing."""
         out = Plan()
+        summed: dict[tuple[str, tuple[str, ...]], list[int]] = {}  # series -> [amount, n]
+        for name, key, amount in increments:
+            entry = summed.get((name, key))
+            if entry is None:
+                summed[(name, key)] = [amount, 1]
+            else:
+                entry[0] += amount
+                entry[1] += 1
         with self._lock:
             new_keys: dict[str, set[tuple[str, ...]]] = {}  # keys this plan creates
             overflow: dict[str, int] = {}  # family -> increments folded
-            for name, key, amount in increments:
+            for (name, key), (amount, n) in summed.items():
                 table = self._counters[name]
                 if key not in table:
                     created = new_keys.setdefault(name, set())
                     if key not in created:
                         if len(table) + len(created) >= self._max_series:
-                            overflow[name] = overflow.get(name, 0) + 1
+                            overflow[name] = overflow.get(name, 0) + n
                             key = _folded(name, key)
                             if key not in table:
                                 created.add(key)

@@ -52,6 +52,7 @@ _DEFAULT_SCHEDULE_DELAY = 0.1  # seconds the worker sleeps between drains
 _DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 _THREAD_NAME = "otel-processor-token-attribution"
 _TRANSPORT = ("in_process",)
+_ERROR = StatusCode.ERROR
 
 
 class _Flush:
@@ -253,7 +254,7 @@ class TokenAttributionProcessor(SpanProcessor):
                 flushes.append(item)
                 continue
             received += 1
-            trace_id = self._ended(item, assembler, increments)
+            trace_id = self._ended(item, assembler, increments, now)
             if trace_id is not None and assembler.finished(trace_id):
                 self._attribute(assembler.close(trace_id), directory, prices, increments, users)
         closed = assembler.close_over_capacity() + assembler.close_idle(now)
@@ -284,7 +285,7 @@ class TokenAttributionProcessor(SpanProcessor):
                            (m.SPANS_RECEIVED.name, _TRANSPORT, ended)]
         self._commit(increments, [])
 
-    def _ended(self, span: ReadableSpan, assembler: Assembler, increments: list):
+    def _ended(self, span: ReadableSpan, assembler: Assembler, increments: list, now: float):
         """Read an ended span into the assembly; its trace id, None when unusable."""
         try:
             ctx = span.context
@@ -301,7 +302,7 @@ class TokenAttributionProcessor(SpanProcessor):
                 span.name,
                 _attributes_of(span),
                 resource.attributes if resource is not None else None,
-                error=span.status.status_code is StatusCode.ERROR,
+                error=span.status.status_code is _ERROR,
                 start_ns=span.start_time,
                 end_ns=span.end_time,
             )
@@ -311,7 +312,7 @@ class TokenAttributionProcessor(SpanProcessor):
                 logger.exception("llm-token-exporter: a span could not be read")
             increments.append((m.SPANS_REJECTED.name, (reason,), 1))
             record = LINK  # it still links its descendants to their ancestors
-        assembler.add(trace_id, span_id, parent_id, record, now=self._clock())
+        assembler.add(trace_id, span_id, parent_id, record, now=now)
         return trace_id
 
     @staticmethod

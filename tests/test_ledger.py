@@ -53,8 +53,10 @@ def test_a_plan_is_what_the_ledger_will_add_and_changes_nothing_until_applied():
 def test_a_plan_counts_keys_it_creates_itself_against_the_cap():
     ledger = Ledger(max_series_per_metric=2)
     plan = ledger.plan([("llm_unpriced_tokens", (k,), 1) for k in "abcab"])
-    assert [key for _, key, _ in plan.increments] == [
-        ("a",), ("b",), (OVERFLOW,), ("a",), ("b",), ("llm_unpriced_tokens",)]
+    assert plan.increments == [
+        ("llm_unpriced_tokens", ("a",), 2), ("llm_unpriced_tokens", ("b",), 2),
+        ("llm_unpriced_tokens", (OVERFLOW,), 1),
+        ("llm_exporter_series_overflow", ("llm_unpriced_tokens",), 1)]
 
 
 def test_distinct_agent_users_are_bounded_and_the_overflow_counted():

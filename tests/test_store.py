@@ -602,6 +602,28 @@ def test_schema_1_seen_blobs_become_seen_ids_at_their_latest_time(tmp_path):
     db.close()
 
 
+def test_schema_1_rows_move_in_chunks_each_id_once_at_its_latest_time(tmp_path):
+    # 101 commits (more than three chunks of rows) of 40 ids, each id in two of them, the
+    # commits not in time order: the latest time of an id is often not its last row's.
+    rows, latest, last = [], {}, {}
+    for row in range(101):
+        at = 1000.0 + (row * 37) % 101
+        ids = range(row * 20, row * 20 + 40)
+        rows.append((at, b"".join(key(n, n) for n in ids)))
+        for n in ids:
+            latest[n], last[n] = max(latest.get(n, 0.0), at), at
+    cut = 1050.0
+    kept = {key(n, n) for n, at in latest.items() if at >= cut}
+    assert 0 < len(kept) < len(latest) and kept != {key(n, n) for n in last if last[n] >= cut}
+    _schema_1_database(tmp_path / FILENAME, rows)
+
+    store = Store(tmp_path)
+    assert store.seen_count() == len(latest) == 2040
+    store.commit(Batch(prune_seen_before=cut))
+    assert store.seen_before([key(n, n) for n in range(2100)]) == kept
+    store.close()
+
+
 def test_a_migrated_database_has_the_schema_of_a_fresh_one(tmp_path):
     _schema_1_database(tmp_path / "old" / FILENAME, [(1.0, key(1, 1))])
     Store(tmp_path / "old").close()
