@@ -10,25 +10,18 @@ from __future__ import annotations
 
 import hmac
 import threading
-from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from exporter.limits import Limits
 from exporter.otlp import OtlpError, decode_request, encode_response, encode_status
 from exporter.pipeline import Pipeline
 
+__all__ = ["Limits", "bp", "create_app"]
+
 _RETRY_AFTER_SECONDS = "2"
-
-
-@dataclass
-class Limits:
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_decompressed_bytes: int = 64 * 1024 * 1024
-    max_spans_per_request: int = 20_000
-    max_inflight_requests: int = 64
-    submit_timeout: float = 30.0
 
 
 class _Inflight:

@@ -21,11 +21,13 @@ from typing import Any
 
 import yaml
 
+from exporter import limits, pipeline, store
 from otel_processor.directory_source import (
     DEFAULT_REFRESH_INTERVAL,
     DEFAULT_TIMEOUT,
     default_directory_path,
 )
+from otel_processor.ledger import DEFAULT_MAX_SERIES_PER_METRIC
 from otel_processor.prices_source import default_prices_path
 
 ENV_PREFIX = "LLM_TOKEN_EXPORTER_"
@@ -127,24 +129,40 @@ class Config:
     directory_timeout: float = _key(DEFAULT_TIMEOUT, "a positive number of seconds", _positive)
     #: The bearer token POST /v1/traces requires; "" is no authentication.
     auth_token: str = _key("", "a token without whitespace", _no_whitespace, secret=True)
-    max_body_bytes: int = _key(8 * 1024 * 1024, "a positive integer", _positive)
-    max_decompressed_bytes: int = _key(64 * 1024 * 1024, "a positive integer", _positive)
-    max_spans_per_request: int = _key(20_000, "a positive integer", _positive)
+    max_body_bytes: int = _key(limits.DEFAULT_MAX_BODY_BYTES, "a positive integer", _positive)
+    max_decompressed_bytes: int = _key(
+        limits.DEFAULT_MAX_DECOMPRESSED_BYTES, "a positive integer", _positive
+    )
+    max_spans_per_request: int = _key(
+        limits.DEFAULT_MAX_SPANS_PER_REQUEST, "a positive integer", _positive
+    )
     #: Seconds a trace may stay incomplete before it is attributed with what is known.
-    trace_idle_timeout: float = _key(30.0, "a positive number of seconds", _positive)
-    max_open_traces: int = _key(50_000, "a positive integer", _positive)
-    max_pending_spans: int = _key(500_000, "a positive integer", _positive)
+    trace_idle_timeout: float = _key(
+        pipeline.DEFAULT_IDLE_TIMEOUT, "a positive number of seconds", _positive
+    )
+    max_open_traces: int = _key(pipeline.DEFAULT_MAX_TRACES, "a positive integer", _positive)
+    max_pending_spans: int = _key(pipeline.DEFAULT_MAX_SPANS, "a positive integer", _positive)
     #: Seconds a (trace id, span id) is remembered for duplicate detection.
-    dedupe_retention: float = _key(3600.0, "a positive number of seconds", _positive)
-    max_series_per_metric: int = _key(20_000, "a positive integer", _positive)
+    dedupe_retention: float = _key(
+        pipeline.DEFAULT_DEDUPE_RETENTION, "a positive number of seconds", _positive
+    )
+    max_series_per_metric: int = _key(
+        DEFAULT_MAX_SERIES_PER_METRIC, "a positive integer", _positive
+    )
     #: Whether email, mis id and phone go into llm_member_info's ``search`` label.
     search_contact_fields: bool = _key(False, "true or false (also yes/no, on/off, 1/0)", _any)
     threads: int = _key(8, "a positive integer", _positive)
     #: Requests in flight beyond this are shed with 503 and Retry-After.
-    max_inflight_requests: int = _key(64, "a positive integer", _positive)
+    max_inflight_requests: int = _key(
+        limits.DEFAULT_MAX_INFLIGHT_REQUESTS, "a positive integer", _positive
+    )
     #: Group commit: how long a batch may wait for company, in milliseconds.
-    commit_max_delay_ms: float = _key(5.0, "a number of milliseconds >= 0", _not_negative)
-    sqlite_synchronous: str = _key("FULL", "FULL or NORMAL", _one_of("FULL", "NORMAL"))
+    commit_max_delay_ms: float = _key(
+        pipeline.DEFAULT_COMMIT_MAX_DELAY * 1000.0, "a number of milliseconds >= 0", _not_negative
+    )
+    sqlite_synchronous: str = _key(
+        store.DEFAULT_SYNCHRONOUS, "FULL or NORMAL", _one_of("FULL", "NORMAL")
+    )
     log_level: str = _key(
         "INFO", "a log level", _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     )

@@ -38,6 +38,13 @@ logger = logging.getLogger(__name__)
 
 _THREAD_NAME = "llm-token-exporter-writer"
 _DEFAULT_MAX_SEEN = 200_000  # newest dedupe ids also kept in memory (about 100 bytes each)
+#: Seconds a trace may stay incomplete before it is attributed with what is known.
+DEFAULT_IDLE_TIMEOUT = 30.0
+DEFAULT_MAX_TRACES = 50_000  # open traces held
+DEFAULT_MAX_SPANS = 500_000  # spans of open traces held
+#: Seconds a (trace id, span id) is remembered for duplicate detection (R8).
+DEFAULT_DEDUPE_RETENTION = 3600.0
+DEFAULT_COMMIT_MAX_DELAY = 0.005  # seconds a group commit may wait for company
 _PRUNE_EVERY = 30.0  # seconds between prunes of the durable dedupe table
 _TICK = 0.5  # seconds the writer sleeps when idle before it closes idle traces
 
@@ -78,11 +85,11 @@ class Pipeline:
         directory: DirectorySource,
         prices: PriceCatalog,
         ledger: Ledger,
-        idle_timeout: float,
-        max_traces: int,
-        max_spans: int,
-        dedupe_retention: float,
-        commit_max_delay: float = 0.005,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_traces: int = DEFAULT_MAX_TRACES,
+        max_spans: int = DEFAULT_MAX_SPANS,
+        dedupe_retention: float = DEFAULT_DEDUPE_RETENTION,
+        commit_max_delay: float = DEFAULT_COMMIT_MAX_DELAY,
         max_seen: int = _DEFAULT_MAX_SEEN,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -47,6 +47,7 @@ SCHEMA_VERSION = 2
 FILENAME = "ledger.sqlite3"
 LOCK_FILENAME = "lock"
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+DEFAULT_SYNCHRONOUS = "FULL"  # a 200 survives a power loss
 _BUSY_TIMEOUT_MS = 5_000  # only another process (a backup, the sqlite3 shell) can hold the lock
 _KEY_CACHE_SIZE = 65_536
 _TRACE_ID_SIZE, _SPAN_ID_SIZE = 16, 8
@@ -220,7 +221,9 @@ def _time(value: float, what: str) -> float:
 class Store:
     """The SQLite ledger at ``<state_dir>/ledger.sqlite3`` (see the module docstring)."""
 
-    def __init__(self, state_dir: str | os.PathLike, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, state_dir: str | os.PathLike, *, synchronous: str = DEFAULT_SYNCHRONOUS
+    ) -> None:
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")

@@ -114,6 +114,14 @@ class TokenAttributionProcessor(SpanProcessor):
         for name, value in (("trace_timeout", trace_timeout), ("schedule_delay", schedule_delay)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        self.ledger = ledger or Ledger()
+        self._store = None  # opened first: a second process on the directory is refused
+        if state_dir is not None:
+            from exporter.store import Store  # the service's durable ledger, same schema
+
+            self._store = Store(state_dir)
+            loaded = self._store.load()
+            self.ledger.load(loaded.totals, loaded.agent_users)
         if isinstance(directory, DirectorySource):
             self._directory = directory
         else:
@@ -121,14 +129,6 @@ class TokenAttributionProcessor(SpanProcessor):
             self._directory.refresh()
             self._directory.start()
         self._prices = prices if isinstance(prices, PriceCatalog) else load_prices(prices)
-        self.ledger = ledger or Ledger()
-        self._store = None
-        if state_dir is not None:
-            from exporter.store import Store  # the service's durable ledger, same schema
-
-            self._store = Store(state_dir)
-            loaded = self._store.load()
-            self.ledger.load(loaded.totals, loaded.agent_users)
         self._clock = clock
         self._max_queue = max_queue_size
         self._delay = float(schedule_delay)

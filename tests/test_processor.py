@@ -350,3 +350,31 @@ def test_a_forked_child_runs_its_own_worker_and_directory_refresh(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
     assert float(reported) == 5
     provider.shutdown()
+
+
+def test_with_a_state_dir_counters_survive_a_restart_of_the_host(tmp_path):
+    from exporter.store import StateDirLocked
+
+    state = tmp_path / "state"
+
+    def run() -> tuple[TracerProvider, CollectorRegistry]:
+        registry = CollectorRegistry()
+        provider = TracerProvider()
+        provider.add_span_processor(TokenAttributionProcessor(
+            WORKED_EXAMPLE_DIRECTORY, registry=registry, state_dir=state))
+        tracer = provider.get_tracer("t")
+        with agent(tracer, "support-bot", **caller("alice", "acme")):
+            chat(tracer, "gpt-4o", 10, 5)
+        return provider, registry
+
+    first, _ = run()
+    with pytest.raises(StateDirLocked, match="in use"):  # one process per state directory
+        TokenAttributionProcessor(WORKED_EXAMPLE_DIRECTORY, state_dir=state)
+    first.shutdown()  # the host stops: counted, committed, the directory released
+    second, registry = run()
+    second.force_flush()
+    labels = {"tenant": "acme", "member": "alice", "type": "input"}
+    assert registry.get_sample_value("llm_member_tokens_total", labels) == 20
+    assert registry.get_sample_value("llm_agent_users",
+                                     {"owner_tenant": "acme", "agent": "support-bot"}) == 1
+    second.shutdown()
