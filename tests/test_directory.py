@@ -132,10 +132,10 @@ def test_json_file_with_a_lone_surrogate_is_refused_and_a_surrogate_pair_is_one_
     assert load_directory(pair).tenants["acme"].name == "Acme \U0001f600"
 
 
-def test_the_model_the_rules_and_the_ledger_import_no_io_library():
+def test_the_engine_the_model_the_rules_and_the_ledger_import_no_io_library():
     # The model, the rules and the ledger import no I/O library: they can be read, tested and
     # reused without a file, a network or a database.
-    pure = ["directory", "prices", "conventions", "attribution", "ledger"]
+    pure = ["directory", "prices", "conventions", "attribution", "ledger", "assembly", "engine"]
     io_libraries = ["requests", "yaml", "sqlite3", "urllib3", "flask"]
     code = (
         "import sys\n"
