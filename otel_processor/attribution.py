@@ -43,6 +43,8 @@ class UsageEvent:
     cache_write_tokens: int
     cost_pico: int | None  # None: the model has no price (R7, counted as unpriced)
     outcome: str
+    duration_ns: int | None = None  # the call's latency, when the span says
+    time_to_first_token_ns: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -200,6 +202,8 @@ def attribute_usage(
         cache_write_tokens=record.cache_write_tokens,
         cost_pico=cost,
         outcome=record.outcome,
+        duration_ns=record.duration_ns,
+        time_to_first_token_ns=record.time_to_first_token_ns,
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
@@ -69,6 +70,8 @@ class TokenCollector(Collector):
         snap = self._ledger.snapshot()
         for family in m.LEDGER_COUNTERS:
             yield _counter(family, snap)
+        for histogram in m.HISTOGRAMS:
+            yield _histogram(histogram, snap)
         yield from self._heat_gauges(snap)
         yield from self._info(self._directory())
         yield from self._health_families()
@@ -121,4 +124,23 @@ def _counter(family: m.Family, snap: Snapshot) -> Metric:
     for key in sorted(table):
         value = table[key]
         out.add_metric(key, value / PICO_PER_USD if family.usd else value)
+    return out
+
+
+def _histogram(histogram: m.Histogram, snap: Snapshot) -> Metric:
+    """Cumulative buckets, count and sum (in seconds) from the ledger's per-bucket counts."""
+    family = histogram.family
+    out = HistogramMetricFamily(family.name, family.help, labels=family.labels)
+    per_series: dict[tuple[str, ...], dict[str, int]] = {}
+    for (*labels, le), count in snap.counters.get(histogram.buckets, {}).items():
+        per_series.setdefault(tuple(labels), {})[le] = count
+    sums = snap.counters.get(histogram.sum_ns, {})
+    bounds = [str(b) for b in m.LATENCY_BOUNDS_S] + ["+Inf"]
+    for labels in sorted(per_series):
+        counts = per_series[labels]
+        running, buckets = 0, []
+        for le in bounds:
+            running += counts.get(le, 0)
+            buckets.append((le, running))
+        out.add_metric(labels, buckets, sum_value=sums.get(labels, 0) / 1e9)
     return out

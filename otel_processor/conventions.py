@@ -135,6 +135,7 @@ class SpanRecord:
     conversation: str | None = None
     outcome: str = "ok"
     duration_ns: int | None = None
+    time_to_first_token_ns: int | None = None  # streamed model calls that report it
 
     @property
     def total_tokens(self) -> int:
@@ -143,7 +144,14 @@ class SpanRecord:
 
 # attribute name -> ((field, rank), ...): one pass over a span's attributes finds every
 # field; the lowest rank (the earliest name in the tables above) wins. Immutable.
+#: Time to first token of a streamed model call, in seconds (OpenLIT) or milliseconds
+#: (Vercel AI SDK's ``ai.streamText.doStream`` spans).
+TTFT_SECONDS = ("gen_ai.server.time_to_first_token", "gen_ai.response.time_to_first_token")
+TTFT_MILLISECONDS = ("ai.response.msToFirstChunk",)
+
 _FIELD_TABLES = {
+    "ttft_s": TTFT_SECONDS,
+    "ttft_ms": TTFT_MILLISECONDS,
     "agent_id": AGENT_ID,
     "workflow_id": WORKFLOW_ID,
     "input": INPUT_TOKENS,
@@ -218,6 +226,16 @@ def _ident(found: Mapping, field: str) -> str | None:
             raise InvalidSpan("invalid_attribute", f"{field} is not valid UTF-8 (a lone "
                               f"surrogate): {value!r:.60}") from None
     return value or None
+
+
+def _ttft_ns(found: Mapping) -> int | None:
+    """Time to first token in ns; a value that is not a duration is left out (it is not
+    usage: the call's tokens still count)."""
+    for field, scale in (("ttft_s", 1e9), ("ttft_ms", 1e6)):
+        value = found.get(field)
+        if type(value) in (int, float) and math.isfinite(value) and 0 <= value <= 86_400e9 / scale:
+            return round(value * scale)
+    return None
 
 
 def _shown(value: int) -> str:
@@ -459,6 +477,8 @@ def _record(found, res_caller, res_tenant, error, duration_ns, name) -> SpanReco
             conversation=conversation,
             outcome=outcome,
             duration_ns=duration_ns,
+            time_to_first_token_ns=_ttft_ns(found) if ("ttft_s" in found or "ttft_ms" in found)
+            else None,
         )
     agent_id = workflow_id = None
     if kind == AGENT:

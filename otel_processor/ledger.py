@@ -27,7 +27,22 @@ DEFAULT_MAX_SERIES_PER_METRIC = 20_000
 #: Distinct (agent, caller) pairs remembered for ``llm_agent_users``.
 DEFAULT_MAX_AGENT_USERS = 1_000_000
 
-_FAMILIES = {f.name: f for f in (*m.LEDGER_COUNTERS, m.AGENT_USERS)}
+#: family name -> positions of its id labels (folded past the series cap)
+_FREE = {
+    **{f.name: f.free for f in (*m.LEDGER_COUNTERS, m.AGENT_USERS)},
+    **dict(m.HISTOGRAM_TABLES),
+}
+
+
+def _observe(out: list, histogram: m.Histogram, labels: tuple[str, ...], ns: int) -> None:
+    """One observation: a count in its bucket (the first bound it does not exceed) and ns."""
+    le = "+Inf"
+    for bound, text in zip(histogram.bounds_ns, m.LATENCY_BOUNDS_S, strict=True):
+        if ns <= bound:
+            le = str(text)
+            break
+    out.append((histogram.buckets, (*labels, le), 1))
+    out.append((histogram.sum_ns, labels, ns))
 
 
 def usage_increments(event: UsageEvent) -> list[Increment]:
@@ -51,6 +66,10 @@ def usage_increments(event: UsageEvent) -> list[Increment]:
     if event.workflow is not None:
         out.append((m.WORKFLOW_TOKENS.name, (t, event.workflow, "input"), tin))
         out.append((m.WORKFLOW_TOKENS.name, (t, event.workflow, "output"), tout))
+    if event.duration_ns is not None:
+        _observe(out, m.MODEL_DURATION, (t, model), event.duration_ns)
+    if event.time_to_first_token_ns is not None:
+        _observe(out, m.MODEL_TTFT, (t, model), event.time_to_first_token_ns)
     cost = event.cost_pico
     if cost is None:
         out.append((m.UNPRICED_TOKENS.name, (model,), tin + tout))
@@ -138,7 +157,8 @@ class Ledger:
         self._lock = threading.Lock()
         # family name -> label values -> amount; guarded by _lock
         self._counters: dict[str, dict[tuple[str, ...], int]] = {
-            f.name: {} for f in m.LEDGER_COUNTERS
+            name: {} for name in (*(f.name for f in m.LEDGER_COUNTERS),
+                                  *(n for n, _ in m.HISTOGRAM_TABLES))
         }
         for name, keys in m.KNOWN_SERIES.items():
             for key in keys:
@@ -269,5 +289,5 @@ class Ledger:
 
 def _folded(name: str, key: tuple[str, ...]) -> tuple[str, ...]:
     """``key`` with its id labels replaced by ``__overflow__`` (the series cap)."""
-    free = _FAMILIES[name].free
+    free = _FREE[name]
     return tuple(m.OVERFLOW if i in free else v for i, v in enumerate(key))

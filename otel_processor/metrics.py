@@ -103,12 +103,46 @@ SERIES_OVERFLOW = Family(
     "llm_exporter_series_overflow", "counter", ("metric",),
     "Increments folded into the __overflow__ series because a metric hit its series cap.")
 
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """A histogram kept in the ledger as two counters: observations per bucket (label
+    ``le``, not cumulative: each observation adds to one bucket) and the sum in ns."""
+
+    family: Family  # name and help as exposed; labels without ``le``
+    bounds_ns: tuple[int, ...]  # upper bounds, inclusive, ascending; +Inf implied
+
+    @property
+    def buckets(self) -> str:
+        return self.family.name + ":buckets"  # ledger family of (labels..., le) -> count
+
+    @property
+    def sum_ns(self) -> str:
+        return self.family.name + ":sum_ns"  # ledger family of (labels...) -> total ns
+
+
+#: LLM calls take from tens of milliseconds (embeddings) to minutes (long generations).
+LATENCY_BOUNDS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+_NS = tuple(round(b * 1e9) for b in LATENCY_BOUNDS_S)
+MODEL_DURATION = Histogram(Family(
+    "llm_model_call_duration_seconds", "histogram", ("tenant", "model"),
+    "Duration of the tenant's members' model calls (span duration), by model.", (0, 1)), _NS)
+MODEL_TTFT = Histogram(Family(
+    "llm_model_time_to_first_token_seconds", "histogram", ("tenant", "model"),
+    "Time to first token of streamed model calls that report it, by model.", (0, 1)), _NS)
+HISTOGRAMS = (MODEL_DURATION, MODEL_TTFT)
+
 #: Counters kept in the ledger, in exposition order.
 LEDGER_COUNTERS = (
     MODEL_TOKENS, MODEL_CACHE_TOKENS, MODEL_REQUESTS, AGENT_TOKENS, WORKFLOW_TOKENS,
     MEMBER_TOKENS, MODEL_COST, AGENT_COST, WORKFLOW_COST, MEMBER_COST,
     AGENT_INVOCATIONS, WORKFLOW_RUNS, UNATTRIBUTED_TOKENS, UNPRICED_TOKENS,
     SPANS_RECEIVED, SPANS_REJECTED, DUPLICATE_SPANS, TRACES_FLUSHED, SERIES_OVERFLOW,
+)
+
+#: Ledger families behind the histograms: (name, label positions of ids).
+HISTOGRAM_TABLES = tuple(
+    (name, h.family.free)
+    for h in HISTOGRAMS for name in (h.buckets, h.sum_ns)
 )
 
 #: Label sets that exist from the first scrape, at 0 (style habit 8).

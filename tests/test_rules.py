@@ -286,3 +286,33 @@ def test_outcome_is_error_for_an_error_status_or_an_error_type(pipeline):
         chat(p.tracer, "gpt-4o", 1, 1)
     assert p.value("llm_model_requests_total", tenant="acme", model="gpt-4o", outcome="error") == 2
     assert p.value("llm_model_requests_total", tenant="acme", model="gpt-4o", outcome="ok") == 1
+
+
+def test_model_call_latency_and_time_to_first_token_land_in_exact_buckets(pipeline):
+    from opentelemetry import trace
+
+    p = pipeline()
+    root = p.tracer.start_span("invoke_agent support-bot", start_time=0, attributes={
+        "gen_ai.operation.name": "invoke_agent", **caller("alice", "acme")})
+    ctx = trace.set_span_in_context(root)
+    ms = 1_000_000
+    for i, (duration_ms, ttft) in enumerate([(30, None), (50, 0.2), (51, None),
+                                              (2_000, 1.5), (400_000, None)]):
+        attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                 "gen_ai.usage.input_tokens": 1, "gen_ai.usage.output_tokens": 1}
+        if ttft is not None:
+            attrs["gen_ai.server.time_to_first_token"] = ttft
+        start = (i + 1) * 10**12
+        p.tracer.start_span("chat gpt-4o", context=ctx, start_time=start,
+                            attributes=attrs).end(end_time=start + duration_ms * ms)
+    root.end(end_time=10**13)
+    labels = {"tenant": "acme", "model": "gpt-4o"}
+    buckets = {le: p.value("llm_model_call_duration_seconds_bucket", le=le, **labels)
+               for le in ("0.05", "0.1", "2.5", "300", "+Inf")}
+    assert buckets == {"0.05": 2, "0.1": 3, "2.5": 4, "300": 4, "+Inf": 5}  # <= le, inclusive
+    assert p.value("llm_model_call_duration_seconds_count", **labels) == 5
+    assert p.value("llm_model_call_duration_seconds_sum", **labels) == 402.131
+    ttft = {le: p.value("llm_model_time_to_first_token_seconds_bucket", le=le, **labels)
+            for le in ("0.1", "0.25", "1", "2.5", "+Inf")}
+    assert ttft == {"0.1": 0, "0.25": 1, "1": 1, "2.5": 2, "+Inf": 2}
+    assert p.value("llm_model_time_to_first_token_seconds_sum", **labels) == 1.7
