@@ -105,6 +105,8 @@ class Pipeline:
             idle_timeout=idle_timeout, max_traces=max_traces, max_spans=max_spans
         )
         self._queue: queue.Queue[_Request | None] = queue.Queue()  # thread-safe hand-off
+        self._refused_lock = threading.Lock()
+        self._refused: dict[str, int] = {}  # reason -> whole requests; guarded by _refused_lock
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
         self._load()
@@ -178,15 +180,21 @@ class Pipeline:
         accepted = sum(1 for item in items if item[4]) - request.duplicates
         return Outcome(True, max(0, accepted), n_refused, request.duplicates, message)
 
-    def count(self, reason: str, n: int = 1, *, timeout: float = 5.0) -> None:
-        """Count a whole request refused before its spans could be read.
+    def count(self, reason: str, n: int = 1) -> None:
+        """Count a whole request refused before its spans could be read; never waits.
 
-        Waits (at most ``timeout``) until the count is committed, so that a client that
-        reads /metrics after its refusal sees it counted.
+        The count is kept in memory and committed with the writer's next group (within
+        ``_TICK`` when nothing else comes), so a flood of refused requests costs no commit
+        each and cannot slow the requests that are accepted.
         """
-        request = _Request([], [(m.SPANS_REJECTED.name, (reason,), n)], threading.Event())
-        self._queue.put(request)
-        request.done.wait(timeout)
+        with self._refused_lock:
+            self._refused[reason] = self._refused.get(reason, 0) + n
+        self._queue.put(_WAKE)
+
+    def _take_refused(self) -> list[Increment]:
+        with self._refused_lock:
+            refused, self._refused = self._refused, {}
+        return [(m.SPANS_REJECTED.name, (reason,), n) for reason, n in refused.items()]
 
     # -- writer thread -----------------------------------------------------------------
 
@@ -210,7 +218,7 @@ class Pipeline:
                 first = _IDLE
             if first is None:
                 return
-            group = [] if first is _IDLE else [first]
+            group = [] if first is _IDLE or first is _WAKE else [first]
             stop = self._gather(group)
             try:
                 self._process(group)
@@ -241,14 +249,24 @@ class Pipeline:
                 return False
             if item is None:
                 return True
-            group.append(item)
+            if item is not _WAKE:
+                group.append(item)
 
     def _process(self, requests: list[_Request]) -> None:
         now = self._clock()
+        refused = self._take_refused()
+        try:
+            self._process_group(requests, now, refused)
+        except BaseException:
+            for _, (reason,), n in refused:  # not committed: counted with a later group
+                self.count(reason, n)
+            raise
+
+    def _process_group(self, requests: list[_Request], now: float, refused) -> None:
         g = _Group()
         batch = g.batch
         touched: dict[bytes, None] = {}
-        increments: list[Increment] = []
+        increments: list[Increment] = list(refused)
         users: list[tuple[str, str, str]] = []
         on_disk = self._seen_on_disk(requests)
         for request in requests:
@@ -334,3 +352,4 @@ class Pipeline:
 
 
 _IDLE = _Request([], [])  # a tick with nothing queued: close idle traces all the same
+_WAKE = _Request([], [])  # a refusal was counted: commit it with the next group

@@ -100,3 +100,17 @@ def assert_worked_example(samples: dict, times: int = 1) -> None:
     assert value(samples, "llm_agent_users", owner_tenant="acme", agent="support-bot") == 3
     assert not any(k[0] == "llm_workflow_tokens_total" and ("workflow", "support-chat") in k
                    for k in samples)
+
+
+def metrics_when(url: str, name: str, expected: float, timeout: float = 5.0, **labels: str):
+    """``/metrics`` once the sample ``name{labels}`` reads ``expected`` (refusals are
+    committed with the writer's next group, within a second): the samples, or the last
+    ones read when it never did."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = metrics(url)
+        if value(samples, name, **labels) == expected or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)

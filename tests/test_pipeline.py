@@ -168,3 +168,18 @@ def test_the_pipeline_is_not_ready_before_a_directory_loaded(tmp_path):
         assert pipeline.ready is False
     finally:
         pipeline.close()
+
+
+def test_a_refusal_is_counted_without_waiting_for_a_commit_and_committed_with_the_next(make):
+    import time
+
+    pipeline, _ = make()
+    pipeline.stop()  # no writer: nothing can be committed now
+    started = time.monotonic()
+    for _ in range(1000):  # a flood of unauthenticated requests
+        pipeline.count("unauthorized")
+    assert time.monotonic() - started < 1.0
+    assert pipeline.ledger.snapshot().value("llm_exporter_spans_rejected", "unauthorized") == 0
+    pipeline.start()
+    assert pipeline.submit([CHAT_SPAN, ROOT_SPAN]).ok  # the next group carries the counts
+    assert pipeline.ledger.snapshot().value("llm_exporter_spans_rejected", "unauthorized") == 1000

@@ -148,7 +148,7 @@ def test_bad_requests_get_the_right_status_are_counted_and_the_server_keeps_serv
     running = server(max_body_bytes=2 * 1024 * 1024, max_decompressed_bytes=8 * 1024 * 1024)
     answer = requests.post(running.url + "/v1/traces", data=body, headers=headers)
     assert answer.status_code == status
-    samples = svc.metrics(running.url)
+    samples = svc.metrics_when(running.url, "llm_exporter_spans_rejected_total", 1, reason=reason)
     assert svc.value(samples, "llm_exporter_spans_rejected_total", reason=reason) == 1
     svc.send_live(running.url, worked_example)
     svc.assert_worked_example(svc.metrics(running.url))
@@ -161,7 +161,8 @@ def test_bearer_token_is_required_when_configured(server):
     assert requests.post(url, data=body, headers=PROTOBUF).status_code == 401
     wrong = {**PROTOBUF, "Authorization": "Bearer nope"}
     assert requests.post(url, data=body, headers=wrong).status_code == 401
-    samples = svc.metrics(running.url)
+    samples = svc.metrics_when(running.url, "llm_exporter_spans_rejected_total", 2,
+                               reason="unauthorized")
     assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="unauthorized") == 2
     assert svc.tokens(samples, "llm_member_tokens_total", tenant="acme", member="alice") == 0
     svc.send_live(running.url, worked_example, headers={"Authorization": "Bearer s3cret"})

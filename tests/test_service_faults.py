@@ -65,7 +65,8 @@ def test_ingest_answers_503_until_a_directory_has_loaded_then_counts(server, tmp
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "2"
     assert requests.get(running.url + "/readyz", timeout=10).status_code == 503
-    samples = svc.metrics(running.url)
+    samples = svc.metrics_when(running.url, "llm_exporter_spans_rejected_total", 1,
+                               reason="not_ready")
     assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="not_ready") == 1
     assert svc.value(samples, "llm_unattributed_tokens_total", reason="not_member") == 0
     path.write_text(WORKED_EXAMPLE_DIRECTORY.read_text())
