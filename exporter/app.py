@@ -80,7 +80,7 @@ def traces() -> Response:
         pipeline.count("too_large")
         return _status(content_type, 413, f"body over {limits.max_body_bytes} bytes")
     inflight: _Inflight = state["inflight"]
-    if not inflight.enter():
+    if state["backlog"]() >= limits.max_inflight_requests or not inflight.enter():
         pipeline.count("overloaded")
         return _status(content_type, 503, "overloaded, retry later",
                        **{"Retry-After": _RETRY_AFTER_SECONDS})
@@ -150,6 +150,8 @@ def create_app(
         "limits": limits,
         "auth_token": auth_token,
         "inflight": _Inflight(limits.max_inflight_requests),
+        # requests waiting for a worker thread (set by the server that runs the app)
+        "backlog": lambda: 0,
     }
     app.register_blueprint(bp)
     return app

@@ -152,7 +152,13 @@ class Config:
     #: Whether email, mis id and phone go into llm_member_info's ``search`` label.
     search_contact_fields: bool = _key(False, "true or false (also yes/no, on/off, 1/0)", _any)
     threads: int = _key(8, "a positive integer", _positive)
-    #: Requests in flight beyond this are shed with 503 and Retry-After.
+    #: Open client connections at most; past it new ones wait in the listen backlog.
+    max_connections: int = _key(1000, "a positive integer", _positive)
+    #: Seconds a connection may stay silent (idle keep-alive, or a request that stops
+    #: mid-way) before it is closed: half-open clients cannot hold the server.
+    connection_timeout: float = _key(10.0, "a positive number of seconds", _positive)
+    #: Requests in flight or waiting for a worker thread beyond this are shed with 503 and
+    #: Retry-After.
     max_inflight_requests: int = _key(
         limits.DEFAULT_MAX_INFLIGHT_REQUESTS, "a positive integer", _positive
     )

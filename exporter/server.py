@@ -127,7 +127,15 @@ class RunningServer:
             # waitress refuses bigger bodies itself, before the app can count them
             max_request_body_size=2 * service.config.max_body_bytes,
             ident="llm-token-exporter",
+            connection_limit=service.config.max_connections,
+            channel_timeout=service.config.connection_timeout,
+            cleanup_interval=max(1.0, service.config.connection_timeout / 4),
+            asyncore_use_poll=True,  # select() cannot watch more than 1024 sockets
         )
+        # Load shedding where requests really queue: waitress's task queue, before a
+        # worker thread takes them (the app sees at most `threads` requests at once).
+        dispatcher = self._server.task_dispatcher
+        service.app.extensions["llm_token_exporter"]["backlog"] = lambda: len(dispatcher.queue)
         self.port = self._server.effective_port
         self.url = f"http://{host if ':' not in host else f'[{host}]'}:{self.port}"
         self._thread = threading.Thread(
@@ -185,12 +193,26 @@ def describe_startup(config: Config, service: Service) -> list[tuple[int, str]]:
                       " Set --directory FILE_OR_URL or LLM_TOKEN_EXPORTER_DIRECTORY"))
     if config.auth_token:
         lines.append((logging.INFO, "ingest: POST /v1/traces requires the bearer token"))
+    elif _loopback(config.host):
+        lines.append((logging.INFO, f"ingest: unauthenticated, on loopback only ({config.listen})"))
     else:
         lines.append((logging.WARNING,
                       f"ingest: UNAUTHENTICATED on {config.listen}: anyone who reaches this port "
                       "can post usage billed to any member; set auth_token "
                       "(LLM_TOKEN_EXPORTER_AUTH_TOKEN)"))
     return lines
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def serve(config: Config) -> int:

@@ -105,13 +105,25 @@ def _http_get(session, url: str, timeout: float, etag: str | None, where: str):
                 return None, response.headers.get("ETag") or etag
             if not 200 <= response.status_code < 300:
                 raise DirectoryError(f"{where}: HTTP {response.status_code}")
+            # ``timeout`` bounds each socket read; a server that trickles a byte at a time
+            # would never hit it. ``read1`` returns what has arrived, so the whole answer
+            # is also held to a deadline.
+            deadline = time.monotonic() + timeout
             body = bytearray()
-            for chunk in response.iter_content(65536):
+            raw = response.raw
+            while True:
+                chunk = raw.read1(65536, decode_content=True)
+                if not chunk:
+                    break
                 body += chunk
                 if len(body) > MAX_DOCUMENT_BYTES:
                     raise DirectoryError(f"{where}: larger than {MAX_DOCUMENT_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise DirectoryError(f"{where}: no complete answer within {timeout:g} s")
             return bytes(body), response.headers.get("ETag")
-    except _requests().RequestException as exc:
+    except DirectoryError:
+        raise
+    except Exception as exc:  # requests', urllib3's (raw reads) and the socket's errors
         raise DirectoryError(f"{where}: {type(exc).__name__}: {exc}") from None
 
 

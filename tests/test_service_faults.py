@@ -3,6 +3,7 @@ second process on the same state directory. Real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -186,7 +187,11 @@ def test_startup_says_which_directory_prices_and_auth_are_in_force(server):
     lines = describe_startup(running.service.config, running.service)
     text = "\n".join(message for _, message in lines)
     assert "DEMO directory" in text
-    assert "UNAUTHENTICATED" in text
+    assert "unauthenticated, on loopback only" in text  # 127.0.0.1: no warning
+    exposed = dataclasses.replace(running.service.config, listen="0.0.0.0:4318")
+    warnings = [m for level, m in describe_startup(exposed, running.service)
+                if level == logging.WARNING]
+    assert any("UNAUTHENTICATED on 0.0.0.0:4318" in m for m in warnings)
     assert "price catalog:" in text
     assert all(level in (logging.INFO, logging.WARNING) for level, _ in lines)
     secured = server(auth_token="s3cret", state_dir=running.service.config.state_dir + "2")

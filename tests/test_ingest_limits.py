@@ -1,0 +1,140 @@
+"""The ingest path against hostile or heavy traffic, on 127.0.0.1: half-open connections,
+overload, slow directory servers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import requests
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+from exporter.config import Config
+from exporter.server import start_server
+from tests import service as svc
+from tests.scenarios import WORKED_EXAMPLE_DIRECTORY, worked_example
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+
+
+@pytest.fixture
+def server(tmp_path):
+    started = []
+
+    def start(**overrides):
+        fields = dict(listen="127.0.0.1:0", directory=str(WORKED_EXAMPLE_DIRECTORY),
+                      state_dir=str(tmp_path / f"state{len(started)}"),
+                      sqlite_synchronous="NORMAL")
+        fields.update(overrides)
+        running = start_server(Config(**fields))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+def test_half_open_connections_do_not_block_a_healthy_client(server):
+    running = server(connection_timeout=3.0)
+    port = running.port
+    silent = []
+    try:
+        for _ in range(150):  # more than waitress's default connection limit of 100
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"application/x-protobuf\r\nContent-Length: 1000\r\n\r\n")  # then silence
+            silent.append(s)
+        started = time.monotonic()
+        answer = requests.get(running.url + "/readyz", timeout=10)
+        assert answer.status_code == 200
+        assert time.monotonic() - started < 2.0
+        svc.send_live(running.url, worked_example)
+        svc.assert_worked_example(svc.metrics(running.url))
+        time.sleep(5)  # past connection_timeout: the silent ones are closed by the server
+        closed = 0
+        for s in silent:
+            s.settimeout(1)
+            try:
+                closed += s.recv(1) == b""
+            except OSError:
+                closed += 1
+        assert closed == len(silent)
+    finally:
+        for s in silent:
+            s.close()
+
+
+def test_overload_is_shed_with_503_where_requests_queue_and_nothing_is_lost(server):
+    running = server(threads=2, max_inflight_requests=2)
+    spans = svc.record_spans(worked_example)
+    bodies = [encode_spans([span]).SerializeToString() for span in spans]
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        body = bodies[i % len(bodies)]
+        for _ in range(50):  # retried until stored, as the OTLP exporter does on 503
+            r = requests.post(running.url + "/v1/traces", data=body, headers=PROTOBUF,
+                              timeout=30)
+            with lock:
+                statuses.append(r.status_code)
+            if r.status_code == 200:
+                return
+            assert r.status_code == 503 and r.headers["Retry-After"] == "2"
+            time.sleep(0.01)
+        raise AssertionError("never stored")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(48)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 503 in statuses  # shed, not queued without bound
+    samples = svc.metrics_when(running.url, "llm_exporter_spans_rejected_total",
+                               statuses.count(503), reason="overloaded")
+    assert svc.value(samples, "llm_exporter_spans_rejected_total",
+                     reason="overloaded") == statuses.count(503)
+    # 48 clients sent the 15 spans of the worked example, each stored once at least
+    assert svc.value(samples, "llm_exporter_duplicate_spans_total") == 48 - len(spans)
+    svc.assert_worked_example(samples)
+
+
+def test_a_directory_server_that_trickles_is_cut_off_at_the_deadline_and_counted():
+    """A server that sends its headers, then one byte a second: each read is within the
+    socket timeout, the whole answer is not."""
+    import http.server
+
+    from otel_processor.directory_source import DirectorySource
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the standard library's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/yaml")
+            self.end_headers()
+            try:
+                for _ in range(30):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        source = DirectorySource(f"http://127.0.0.1:{httpd.server_port}/dir.yaml", timeout=1.0)
+        started = time.monotonic()
+        assert source.refresh() is False
+        assert time.monotonic() - started < 3.0
+        assert source.refresh_failures == 1
+        assert "within 1 s" in source.last_error
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
