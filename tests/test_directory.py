@@ -497,7 +497,7 @@ def test_refresh_never_raises_even_when_the_session_breaks(clock):
     assert source.refresh() is False
     assert source.refresh_failures == 1
     assert (
-        source.last_error == "https://directory.example/d.yaml: RuntimeError('transport exploded')"
+        source.last_error == "https://directory.example/d.yaml: RuntimeError: transport exploded"
     )
 
 
