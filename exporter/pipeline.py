@@ -51,7 +51,8 @@ _TICK = 0.5  # seconds the writer sleeps when idle before it closes idle traces
 
 @dataclass
 class _Request:
-    spans: list[tuple[bytes, bytes, bytes | None, SpanRecord, bool]]  # bool: accepted
+    # (trace id, span id, parent id, record, accepted, client)
+    spans: list[tuple[bytes, bytes, bytes | None, SpanRecord, bool, str | None]]
     increments: list[Increment]
     done: threading.Event | None = None
     ok: bool = False
@@ -155,7 +156,7 @@ class Pipeline:
         timeout: float = 30.0,
     ) -> Outcome:
         """Normalise ``spans`` (``WireSpan``s), commit them durably, and say what happened."""
-        items: list[tuple[bytes, bytes, bytes | None, SpanRecord, bool]] = []
+        items: list = []  # as _Request.spans
         refused: dict[str, int] = dict(rejected) if rejected else {}
         for span in spans:
             try:
@@ -164,9 +165,11 @@ class Pipeline:
             except InvalidSpan as exc:
                 refused[exc.reason] = refused.get(exc.reason, 0) + 1
                 record = LINK  # refused, yet it still links its descendants to their ancestors
-                items.append((span.trace_id, span.span_id, span.parent_span_id, record, False))
+                items.append((span.trace_id, span.span_id, span.parent_span_id, record, False,
+                              _client_of(span)))
                 continue
-            items.append((span.trace_id, span.span_id, span.parent_span_id, record, True))
+            items.append((span.trace_id, span.span_id, span.parent_span_id, record, True,
+                          _client_of(span)))
         n_refused = sum(refused.values())
         increments: list[Increment] = [
             (m.SPANS_RECEIVED.name, ("otlp_http",), len(spans) + sum(n for _, n in rejected))
@@ -271,10 +274,10 @@ class Pipeline:
         on_disk = self._seen_on_disk(requests)
         for request in requests:
             increments += request.increments
-            for trace_id, span_id, parent_id, record, accepted in request.spans:
+            for trace_id, span_id, parent_id, record, accepted, client in request.spans:
                 key = trace_id + span_id
                 if key in self._seen or key in on_disk or not self._assembler.add(
-                    trace_id, span_id, parent_id, record, now=now
+                    trace_id, span_id, parent_id, record, now=now, client=client
                 ):
                     if accepted:
                         request.duplicates += 1
@@ -349,6 +352,12 @@ class Pipeline:
     def close(self) -> None:
         self.stop()
         self._store.close()
+
+
+def _client_of(span) -> str | None:
+    """Whom a span's share of open-trace capacity is charged to: its ``service.name``."""
+    name = span.resource_attributes.get("service.name") if span.resource_attributes else None
+    return name if type(name) is str else None
 
 
 _IDLE = _Request([], [])  # a tick with nothing queued: close idle traces all the same

@@ -60,9 +60,10 @@ class Closed:
 
 
 class _Trace:
-    __slots__ = ("spans", "last_seen", "waiting", "started")
+    __slots__ = ("spans", "last_seen", "waiting", "started", "client")
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, client=None) -> None:
+        self.client = client  # who sent its first span (fairness of capacity)
         self.spans: dict[bytes, _Node] = {}
         self.last_seen = now
         self.waiting: dict[bytes, None] = {}  # span ids still to attribute, arrival order
@@ -86,6 +87,10 @@ class Assembler:
         # trace id -> open trace, least recently touched first
         self._traces: OrderedDict[bytes, _Trace] = OrderedDict()
         self._span_count = 0
+        # Capacity is shared fairly: past a bound, the client holding the most spans loses
+        # its own oldest trace first, so one client's orphans cannot flush another's traces.
+        self._client_traces: dict[object, OrderedDict] = {}  # client -> its trace ids, oldest first
+        self._client_spans: dict[object, int] = {}  # client -> spans held
 
     @property
     def open_traces(self) -> int:
@@ -99,23 +104,35 @@ class Assembler:
         trace = self._traces.get(ids[0])
         return trace is not None and ids[1] in trace.spans
 
+    def _trace(self, trace_id, now: float, client) -> _Trace:
+        """The open trace, created for ``client`` or touched (most recent last)."""
+        trace = self._traces.get(trace_id)
+        if trace is None:
+            trace = self._traces[trace_id] = _Trace(now, client)
+            self._client_traces.setdefault(client, OrderedDict())[trace_id] = None
+        else:
+            self._traces.move_to_end(trace_id)
+            self._client_traces[trace.client].move_to_end(trace_id)
+            if now > trace.last_seen:
+                trace.last_seen = now
+        return trace
+
+    def _count(self, trace: _Trace, n: int) -> None:
+        self._span_count += n
+        self._client_spans[trace.client] = self._client_spans.get(trace.client, 0) + n
+
     def started(self, trace_id, span_id, *, now: float) -> None:
         """A span of the trace started (in process): the trace stays open until it ends.
 
         Counts against ``max_spans`` like an ended span, so that spans that never end are
         bounded too.
         """
-        trace = self._traces.get(trace_id)
-        if trace is None:
-            trace = self._traces[trace_id] = _Trace(now)
-        else:
-            self._traces.move_to_end(trace_id)
-            trace.last_seen = max(trace.last_seen, now)
+        trace = self._trace(trace_id, now, None)
         if trace.started is None:
             trace.started = set()
         if span_id not in trace.started:
             trace.started.add(span_id)
-            self._span_count += 1
+            self._count(trace, 1)
 
     def finished(self, trace_id) -> bool:
         """Whether every span of the trace that was seen starting has ended."""
@@ -131,16 +148,17 @@ class Assembler:
         *,
         now: float,
         attributed: bool = False,
+        client=None,
     ) -> bool:
-        """Add a span (False if the trace already holds this span id: a duplicate)."""
+        """Add a span (False if the trace already holds this span id: a duplicate).
+
+        ``client`` (the service: the sender's ``service.name``) is whom the trace's
+        capacity is charged to; a trace belongs to the client of its first span.
+        """
         trace = self._traces.get(trace_id)
-        if trace is None:
-            trace = self._traces[trace_id] = _Trace(now)
-        elif span_id in trace.spans:
+        if trace is not None and span_id in trace.spans:
             return False
-        else:
-            self._traces.move_to_end(trace_id)
-            trace.last_seen = max(trace.last_seen, now)
+        trace = self._trace(trace_id, now, client)
         waiting = not attributed and needs_attribution(record)
         trace.spans[span_id] = _Node(parent_id, record, waiting)
         if waiting:
@@ -149,7 +167,7 @@ class Assembler:
         if started is not None and span_id in started:
             started.discard(span_id)  # counted once, when it started
         else:
-            self._span_count += 1
+            self._count(trace, 1)
         return True
 
     def ready(self, trace_id: bytes) -> list[Ready]:
@@ -179,12 +197,18 @@ class Assembler:
         return out
 
     def close_over_capacity(self) -> list[Closed]:
-        """Close the oldest traces until both bounds hold."""
+        """Close traces until both bounds hold: the oldest trace of the client that holds
+        the most (traces past the trace bound, spans past the span bound)."""
         out = []
-        while self._traces and (
-            len(self._traces) > self._max_traces or self._span_count > self._max_spans
-        ):
-            out.append(self._close(next(iter(self._traces)), CAPACITY))
+        while self._traces:
+            if len(self._traces) > self._max_traces:
+                share = {c: len(ids) for c, ids in self._client_traces.items()}
+            elif self._span_count > self._max_spans:
+                share = self._client_spans
+            else:
+                break
+            heaviest = max(share, key=share.__getitem__)
+            out.append(self._close(next(iter(self._client_traces[heaviest])), CAPACITY))
         return out
 
     def close(self, trace_id, reason: str = COMPLETE) -> Closed | None:
@@ -199,7 +223,17 @@ class Assembler:
 
     def _close(self, trace_id: bytes, reason: str) -> Closed:
         trace = self._traces.pop(trace_id)
-        self._span_count -= len(trace.spans) + len(trace.started or ())
+        held = len(trace.spans) + len(trace.started or ())
+        self._span_count -= held
+        client = trace.client
+        ids = self._client_traces[client]
+        del ids[trace_id]
+        spans = self._client_spans.get(client, 0) - held
+        if ids:
+            self._client_spans[client] = spans
+        else:  # forget a client that holds nothing: bounded by open traces
+            del self._client_traces[client]
+            self._client_spans.pop(client, None)
         if not trace.waiting:
             return Closed(trace_id, COMPLETE if reason in (TIMEOUT, COMPLETE) else reason, ())
         leftovers = tuple(

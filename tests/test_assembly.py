@@ -94,3 +94,25 @@ def test_a_parent_cycle_never_completes_and_closes_with_a_partial_chain():
     (closed,) = a.close_idle(2.0)
     chat = next(r for r in closed.leftovers if r.span_id == CHAT)
     assert [r.kind for r in chat.ancestors] == [AGENT, OTHER]
+
+
+def test_one_clients_orphans_evict_its_own_traces_first_not_anothers():
+    """60 000 orphan spans (their roots never come) from one client beside 20 real traces
+    of another that wait for their roots: capacity goes from the client that holds most."""
+    a = make(max_spans=1000, max_traces=10_000)
+    for i in range(20):  # the honest client's traces: a model call waiting for its root
+        trace = b"h%015d" % i
+        a.add(trace, b"chat%04d" % i, b"root%04d" % i, SpanRecord(kind=MODEL, input_tokens=5),
+              now=0.0, client="honest")
+    closed = []
+    for i in range(60_000):
+        a.add(b"o%015d" % i, b"span%04d" % (i % 10_000), b"gone%04d" % (i % 10_000),
+              SpanRecord(kind=MODEL, input_tokens=1), now=1.0, client="noisy")
+        closed += a.close_over_capacity()
+    assert len(closed) == 60_000 - (1000 - 20)
+    assert all(c.trace_id.startswith(b"o") for c in closed)  # only the noisy client's
+    for i in range(20):  # the honest roots arrive: every honest call is complete
+        a.add(b"h%015d" % i, b"root%04d" % i, None,
+              SpanRecord(kind=AGENT, agent_id="bot", caller="alice"), now=2.0, client="honest")
+        ready = {r.span_id: r for r in a.ready(b"h%015d" % i)}
+        assert ready[b"chat%04d" % i].ancestors[0].caller == "alice"
