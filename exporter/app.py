@@ -94,6 +94,7 @@ def traces() -> Response:
                 max_body_bytes=limits.max_body_bytes,
                 max_decompressed_bytes=limits.max_decompressed_bytes,
                 max_spans=limits.max_spans_per_request,
+                max_values=limits.max_values_per_request,
             )
         except OtlpError as exc:
             pipeline.count(exc.reason)

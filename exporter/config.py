@@ -136,6 +136,11 @@ class Config:
     max_spans_per_request: int = _key(
         limits.DEFAULT_MAX_SPANS_PER_REQUEST, "a positive integer", _positive
     )
+    #: Messages (protobuf) or objects (JSON) one request may hold: bounds the work and
+    #: memory of decoding a body that inflates to millions of empty values.
+    max_values_per_request: int = _key(
+        limits.DEFAULT_MAX_VALUES_PER_REQUEST, "a positive integer", _positive
+    )
     #: Seconds a trace may stay incomplete before it is attributed with what is known.
     trace_idle_timeout: float = _key(
         pipeline.DEFAULT_IDLE_TIMEOUT, "a positive number of seconds", _positive

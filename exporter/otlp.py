@@ -31,6 +31,14 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from exporter.otlp_bounds import (
+    DEFAULT_MAX_VALUES_PER_REQUEST,
+    MAX_GZIP_MEMBERS,
+    TooMany,
+    check_json,
+    check_protobuf,
+)
+
 __all__ = [
     "JSON", "PROTOBUF", "DecodeResult", "OtlpError", "WireSpan",
     "decode_request", "encode_response", "encode_status",
@@ -116,6 +124,7 @@ def decode_request(
     max_body_bytes: int,
     max_decompressed_bytes: int,
     max_spans: int,
+    max_values: int = DEFAULT_MAX_VALUES_PER_REQUEST,
 ) -> DecodeResult:
     """Decode an OTLP/HTTP ``ExportTraceServiceRequest`` body.
 
@@ -143,6 +152,14 @@ def decode_request(
                         f"unsupported Content-Encoding {content_encoding!r}: send gzip or none")
     elif len(body) > max_decompressed_bytes:
         raise OtlpError(413, "too_large", f"body is over {max_decompressed_bytes} bytes")
+    try:  # bounded work: counted before decoding, at C speed where possible
+        if media == PROTOBUF:
+            check_protobuf(body, max_spans=max_spans, max_values=max_values)
+        else:
+            check_json(body, max_values=max_values)
+    except TooMany as exc:
+        reason = "too_many_spans" if exc.what == "spans" else "too_many_values"
+        raise OtlpError(413, reason, f"{exc}: send smaller batches") from None
     rejected: dict[str, int] = {}
     if media == PROTOBUF:
         spans = _from_protobuf(body, max_spans, rejected)
@@ -200,6 +217,9 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     parts: list[bytes] = []
     total = 0
     while True:
+        if len(parts) >= MAX_GZIP_MEMBERS:  # each member copies the rest: keep it linear
+            raise OtlpError(400, "decode_error",
+                            f"gzip body of more than {MAX_GZIP_MEMBERS} members")
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
             chunk = inflater.decompress(data, limit - total + 1)  # max_length >= 1, never 0

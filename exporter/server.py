@@ -103,6 +103,7 @@ def build_service(config: Config) -> Service:
             max_body_bytes=config.max_body_bytes,
             max_decompressed_bytes=config.max_decompressed_bytes,
             max_spans_per_request=config.max_spans_per_request,
+            max_values_per_request=config.max_values_per_request,
             max_inflight_requests=config.max_inflight_requests,
         ),
         auth_token=config.auth_token,

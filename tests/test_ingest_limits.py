@@ -138,3 +138,85 @@ def test_a_directory_server_that_trickles_is_cut_off_at_the_deadline_and_counted
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def _inflating(raw: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(raw, compresslevel=9)
+
+
+@pytest.mark.parametrize(
+    ("raw", "media", "reason"),
+    [
+        pytest.param(b"\x0a\x00" * (32 * 1024 * 1024), "application/x-protobuf",
+                     "too_many_values", id="protobuf-32M-empty-resource-spans"),
+        pytest.param(b'{"resourceSpans":[' + b"{}," * (23 * 1024 * 1024) + b"{}]}",
+                     "application/json", "too_many_values", id="json-23M-empty-objects"),
+    ],
+)
+def test_a_small_body_that_inflates_to_millions_of_empty_values_is_refused_cheaply(
+    raw, media, reason
+):
+    import resource
+
+    from exporter.otlp import OtlpError, decode_request
+
+    body = _inflating(raw)
+    assert len(body) < 256 * 1024 < 64 * 1024 * 1024 <= len(raw)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    with pytest.raises(OtlpError) as refused:
+        decode_request(body, media, "gzip", max_body_bytes=8 << 20,
+                       max_decompressed_bytes=128 << 20, max_spans=20_000)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    assert (refused.value.status, refused.value.reason) == (413, reason)
+    assert after.ru_utime - before.ru_utime < 5.0  # was 176 s of CPU
+    assert after.ru_maxrss - before.ru_maxrss < 400 * 1024  # KiB: was 2.1 GB
+
+
+def _len(field: int, payload: bytes) -> bytes:
+    size, out = len(payload), bytearray()
+    while True:
+        out.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
+        size >>= 7
+        if not out[-1] & 0x80:
+            break
+    return bytes([field << 3 | 2]) + bytes(out) + payload
+
+
+def test_a_span_of_millions_of_empty_attributes_is_refused_before_decoding():
+    from exporter.otlp import OtlpError, decode_request
+
+    span = _len(1, b"\x01" * 16) + _len(2, b"\x02" * 8) + b"\x4a\x00" * 3_000_000
+    body = _len(1, _len(2, _len(2, span)))  # resource spans > scope spans > span
+    with pytest.raises(OtlpError) as refused:
+        decode_request(body, "application/x-protobuf", None, max_body_bytes=16 << 20,
+                       max_decompressed_bytes=16 << 20, max_spans=20_000)
+    assert (refused.value.status, refused.value.reason) == (413, "too_many_values")
+
+
+def test_a_body_of_many_gzip_members_is_refused_in_linear_time():
+    import gzip
+
+    from exporter.otlp import OtlpError, decode_request
+
+    body = gzip.compress(b"") * 400_000  # about 8 MiB of empty members
+    started = time.process_time()
+    with pytest.raises(OtlpError) as refused:
+        decode_request(body, "application/x-protobuf", "gzip", max_body_bytes=16 << 20,
+                       max_decompressed_bytes=64 << 20, max_spans=20_000)
+    assert refused.value.status == 400 and "members" in str(refused.value)
+    assert time.process_time() - started < 1.0  # was about a minute
+
+
+def test_the_bounds_let_a_real_batch_through_and_count_it_exactly(server):
+    running = server(max_values_per_request=200)
+    spans = svc.record_spans(worked_example)
+    svc.send_batches(running.url, spans, [len(spans)])
+    svc.assert_worked_example(svc.metrics(running.url))
+    body = encode_spans(spans * 10).SerializeToString()  # 150 spans and their attributes
+    answer = requests.post(running.url + "/v1/traces", data=body, headers=PROTOBUF)
+    assert answer.status_code == 413
+    samples = svc.metrics_when(running.url, "llm_exporter_spans_rejected_total", 1,
+                               reason="too_many_values")
+    assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="too_many_values") == 1
