@@ -15,6 +15,7 @@ import ipaddress
 import math
 import os
 import pathlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,10 @@ CONFIG_ENV = ENV_PREFIX + "CONFIG"
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 _REDACTED = "<redacted>"
+#: What Kubernetes sets in every pod for a Service named ``llm-token-exporter``
+#: (``LLM_TOKEN_EXPORTER_PORT``, ``..._SERVICE_HOST``, ``..._PORT_4318_TCP_ADDR``, ...): not
+#: config keys, and no config key has these shapes.
+_SERVICE_LINK = re.compile(r"PORT|SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_\w+)?")
 
 
 class ConfigError(ValueError):
@@ -305,6 +310,8 @@ def load_config(
     for var, value in env.items():
         if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
             continue
+        if _SERVICE_LINK.fullmatch(var[len(ENV_PREFIX) :]):
+            continue  # Kubernetes' variables for a Service named llm-token-exporter
         name = var[len(ENV_PREFIX) :].lower()
         if name not in _FIELDS or var != var.upper():
             raise _unknown(var, "the environment", [ENV_PREFIX + k.upper() for k in _FIELDS])

@@ -131,3 +131,16 @@ def test_example_config_loads_as_shipped_and_uncommented(tmp_path):
 def test_every_key_has_an_environment_variable():
     env = {f"LLM_TOKEN_EXPORTER_{name.upper()}": "" for name in FIELDS}
     assert load_config(None, env=env) == Config()  # all known; empty means unset
+
+
+def test_kubernetes_service_link_variables_are_not_taken_for_config_keys():
+    env = {"LLM_TOKEN_EXPORTER_PORT": "tcp://10.0.0.1:4318",
+           "LLM_TOKEN_EXPORTER_SERVICE_HOST": "10.0.0.1",
+           "LLM_TOKEN_EXPORTER_SERVICE_PORT": "4318",
+           "LLM_TOKEN_EXPORTER_SERVICE_PORT_HTTP": "4318",
+           "LLM_TOKEN_EXPORTER_PORT_4318_TCP": "tcp://10.0.0.1:4318",
+           "LLM_TOKEN_EXPORTER_PORT_4318_TCP_ADDR": "10.0.0.1",
+           "LLM_TOKEN_EXPORTER_THREADS": "4"}
+    assert load_config(None, env=env) == Config(threads=4)
+    with pytest.raises(ConfigError, match="LLM_TOKEN_EXPORTER_PORTS"):
+        load_config(None, env={"LLM_TOKEN_EXPORTER_PORTS": "1"})
