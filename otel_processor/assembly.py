@@ -109,7 +109,10 @@ class Assembler:
         trace = self._traces.get(trace_id)
         if trace is None:
             trace = self._traces[trace_id] = _Trace(now, client)
-            self._client_traces.setdefault(client, OrderedDict())[trace_id] = None
+            ids = self._client_traces.get(client)
+            if ids is None:
+                ids = self._client_traces[client] = OrderedDict()
+            ids[trace_id] = None
         else:
             self._traces.move_to_end(trace_id)
             self._client_traces[trace.client].move_to_end(trace_id)
