@@ -22,6 +22,7 @@ from exporter.pipeline import Pipeline
 from exporter.store import Store
 from otel_processor.collector import Health, TokenCollector
 from otel_processor.directory_source import DirectorySource
+from otel_processor.exposition import Renderer
 from otel_processor.ledger import Ledger
 from otel_processor.prices_source import load_prices
 
@@ -76,7 +77,7 @@ def build_service(config: Config) -> Service:
         commit_max_delay=config.commit_max_delay_ms / 1000.0,
     )
     registry = CollectorRegistry()
-    registry.register(TokenCollector(
+    collector = TokenCollector(
         ledger,
         lambda: directory.current,
         health=Health(
@@ -85,7 +86,8 @@ def build_service(config: Config) -> Service:
             directory_failures=lambda: directory.refresh_failures,
         ),
         search_contact_fields=config.search_contact_fields,
-    ))
+    )
+    registry.register(collector)
 
     def readiness() -> list[str]:
         problems = []
@@ -107,6 +109,7 @@ def build_service(config: Config) -> Service:
             max_inflight_requests=config.max_inflight_requests,
         ),
         auth_token=config.auth_token,
+        renderer=Renderer(collector),
     )
     directory.start()
     pipeline.start()

@@ -62,6 +62,10 @@ class TokenCollector(Collector):
         self._health = health or Health()
         self._search_contact_fields = search_contact_fields
 
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
+
     def describe(self) -> list[Metric]:
         # Registration must not call collect(): the directory may not be loaded yet.
         return []
@@ -70,6 +74,10 @@ class TokenCollector(Collector):
         snap = self._ledger.snapshot()
         for family in m.LEDGER_COUNTERS:
             yield _counter(family, snap)
+        yield from self.collect_rest(snap)
+
+    def collect_rest(self, snap: Snapshot) -> Iterator[Metric]:
+        """Every family but the ledger's counters (which ``exposition.py`` renders itself)."""
         for histogram in m.HISTOGRAMS:
             yield _histogram(histogram, snap)
         yield from self._heat_gauges(snap)
