@@ -116,6 +116,24 @@ def build_service(config: Config) -> Service:
     return Service(config, directory, store, pipeline, registry, app)
 
 
+def _counting_channel(count):
+    """A waitress channel whose request parser counts the requests waitress refuses."""
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
+    from waitress.utilities import RequestEntityTooLarge
+
+    class CountingParser(HTTPRequestParser):
+        def received(self, data):
+            had_error = self.error is not None
+            consumed = super().received(data)
+            if not had_error and self.error is not None:
+                too_large = isinstance(self.error, RequestEntityTooLarge)
+                count("too_large" if too_large else "bad_request")
+            return consumed
+
+    return type("CountingChannel", (HTTPChannel,), {"parser_class": CountingParser})
+
+
 class RunningServer:
     """A service served by waitress on a background thread (the demo and the tests)."""
 
@@ -136,6 +154,9 @@ class RunningServer:
             cleanup_interval=max(1.0, service.config.connection_timeout / 4),
             asyncore_use_poll=True,  # select() cannot watch more than 1024 sockets
         )
+        # waitress refuses some requests itself (a body over its limit, bad headers),
+        # before the app runs: its parser counts them too.
+        self._server.channel_class = _counting_channel(service.pipeline.count)
         # Load shedding where requests really queue: waitress's task queue, before a
         # worker thread takes them (the app sees at most `threads` requests at once).
         dispatcher = self._server.task_dispatcher

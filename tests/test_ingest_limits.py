@@ -220,3 +220,21 @@ def test_the_bounds_let_a_real_batch_through_and_count_it_exactly(server):
     samples = svc.metrics_when(running.url, "llm_exporter_spans_rejected_total", 1,
                                reason="too_many_values")
     assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="too_many_values") == 1
+
+
+def test_a_body_that_waitress_itself_refuses_is_counted(server):
+    running = server(max_body_bytes=1024 * 1024)  # waitress refuses past twice that
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as s:
+        s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                  b"application/x-protobuf\r\nContent-Length: 20000000\r\n\r\n")
+        answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413")
+    samples = svc.metrics_when(running.url, "llm_exporter_spans_rejected_total", 1,
+                               reason="too_large")
+    assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="too_large") == 1
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as s:
+        s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 400")
+    samples = svc.metrics_when(running.url, "llm_exporter_spans_rejected_total", 1,
+                               reason="bad_request")
+    assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="bad_request") == 1
