@@ -15,7 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # The project only (no test extras); .dockerignore keeps everything else out of the context.
 WORKDIR /build
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY otel_processor ./otel_processor
 COPY exporter ./exporter
 RUN pip install . && rm -rf /build

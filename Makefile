@@ -18,6 +18,7 @@ lint: install
 	$(PYTHON) -m ruff check .
 
 rules-test:
+	$(PYTHON) prometheus/build_rules.py --check
 	promtool check rules prometheus/rules/*.yml
 	promtool test rules prometheus/tests/*.yml
 

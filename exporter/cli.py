@@ -1,13 +1,14 @@
 """The ``llm-token-exporter`` command: ``serve``, ``demo`` and ``check-config``.
 
 Exit codes: 0 success; 1 ``check-config`` found a problem in the directory or the price catalog;
-2 a usage or configuration error (one line on stderr). The server and the demo are imported
-only when their sub-command runs.
+2 a usage or configuration error, or a failure to start (one line on stderr, no traceback). The
+server and the demo are imported only when their sub-command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import pathlib
 import sys
@@ -15,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from importlib import metadata
 
-from exporter.config import ConfigError, load_config
+from exporter.config import CONFIG_ENV, ENV_PREFIX, Config, ConfigError, load_config
 
 DISTRIBUTION = "llm-token-exporter"
 _DEMO_LISTEN = "127.0.0.1:0"
@@ -31,6 +32,23 @@ def _version() -> str:
         return "unknown"
 
 
+#: How help shows a default that is the empty string (the key's "not set" value).
+_EMPTY_DEFAULT = {
+    "directory": "the demo directory shipped in the package",
+    "prices": "the list-price catalog shipped in the package",
+    "auth_token": "none: ingestion is unauthenticated",
+}
+
+
+def _config_help(key: str, text: str) -> str:
+    """``text`` with the key's default, read from :class:`Config`, and its environment
+    variable: "address to listen on (default: 0.0.0.0:4318; env LLM_TOKEN_EXPORTER_LISTEN)"."""
+    default = {f.name: f.default for f in dataclasses.fields(Config)}[key]
+    shown = _EMPTY_DEFAULT.get(key, "") if default == "" else str(default)
+    # argparse formats help with %: a literal % must be doubled.
+    return f"{text} (default: {shown}; env {ENV_PREFIX}{key.upper()})".replace("%", "%%")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=DISTRIBUTION,
@@ -41,14 +59,42 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the service")
-    serve.add_argument("--config", metavar="FILE", help="YAML config file")
-    serve.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
-    serve.add_argument("--directory", metavar="FILE_OR_URL", help="the tenant directory")
-    serve.add_argument("--prices", metavar="FILE", help="the price catalog")
-    serve.add_argument("--state-dir", metavar="DIR", help="where the durable state lives")
-    serve.add_argument("--auth-token", metavar="TOKEN", help="bearer token for POST /v1/traces")
-    serve.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
+    serve = commands.add_parser(
+        "serve",
+        help="run the service",
+        description="Run the service: OTLP/HTTP on POST /v1/traces, Prometheus on GET /metrics.",
+        epilog="Flags win over the environment, which wins over the config file. Every key, "
+        "with its default: exporter/data/example-config.yaml.",
+    )
+    serve.add_argument(
+        "--config", metavar="FILE", help=f"YAML config file (default: none; env {CONFIG_ENV})"
+    )
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT", help=_config_help("listen", "address to listen on")
+    )
+    serve.add_argument(
+        "--directory",
+        metavar="FILE_OR_URL",
+        help=_config_help("directory", "the tenant directory, a YAML/JSON file or an http(s) URL"),
+    )
+    serve.add_argument(
+        "--prices", metavar="FILE", help=_config_help("prices", "the price catalog file")
+    )
+    serve.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=_config_help("state_dir", "where the durable state lives"),
+    )
+    serve.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        help=_config_help("auth_token", "bearer token POST /v1/traces requires"),
+    )
+    serve.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        help=_config_help("log_level", "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    )
     serve.set_defaults(run=_serve)
 
     demo = commands.add_parser("demo", help="run the service with a realistic demo workload")
@@ -83,24 +129,40 @@ def _configure_logging(level: str) -> None:
     logging.getLogger().setLevel(level)
 
 
+def _fail(command: str, message: str) -> int:
+    """A startup failure: one line on standard error, exit status 2."""
+    print(f"{DISTRIBUTION} {command}: {message}", file=sys.stderr)
+    return 2
+
+
 def _serve(args: argparse.Namespace) -> int:
+    """Every failure to start is one line on standard error and exit status 2: a bad config
+    value, a price catalog that does not load, a state directory that cannot be used or that
+    another process holds, an address that cannot be listened on. A directory that does not
+    load is no failure: the service waits for it, answering 503 (docs/directory.md)."""
     keys = ("listen", "directory", "prices", "state_dir", "auth_token", "log_level")
     config = load_config(args.config, overrides=_overrides(args, *keys))
+    state_dir = pathlib.Path(config.state_dir)
+    if state_dir.exists() and not state_dir.is_dir():
+        return _fail("serve", f"state_dir {config.state_dir!r}: exists and is not a directory")
     _configure_logging(config.log_level)
     from exporter.server import serve
     from exporter.store import StoreError
+    from otel_processor.directory import DirectoryError
+    from otel_processor.prices import PriceError
 
     try:
         code = serve(config)
     except KeyboardInterrupt:
         return 130
     except StoreError as exc:  # another process holds the state directory, or it is unusable
-        print(f"{DISTRIBUTION} serve: {exc}", file=sys.stderr)
-        return 2
+        return _fail("serve", str(exc))
+    except PriceError as exc:  # the message starts with the catalog's path
+        return _fail("serve", f"prices: {exc}")
+    except DirectoryError as exc:  # the message starts with the directory's source
+        return _fail("serve", f"directory: {exc}")
     except OSError as exc:  # the listen address is taken or not ours
-        print(f"{DISTRIBUTION} serve: cannot listen on {config.listen}: {exc.strerror or exc}",
-              file=sys.stderr)
-        return 2
+        return _fail("serve", f"cannot listen on {config.listen}: {exc.strerror or exc}")
     return code if isinstance(code, int) else 0
 
 
@@ -112,11 +174,16 @@ def _demo(args: argparse.Namespace) -> int:
         config = load_config(None, env={}, overrides=overrides)
         _configure_logging(config.log_level)
         from exporter import demo
+        from exporter.store import StoreError
 
         try:
             code = demo.main(config, progress=not args.no_progress)
         except KeyboardInterrupt:
             return 130
+        except StoreError as exc:  # --state-dir unusable, or held by another process
+            return _fail("demo", str(exc))
+        except OSError as exc:  # --listen taken or not ours
+            return _fail("demo", f"cannot listen on {config.listen}: {exc.strerror or exc}")
     return code if isinstance(code, int) else 0
 
 

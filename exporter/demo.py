@@ -3,7 +3,8 @@
 Starts the service on the config's address (port 0: a free port), sends the workload of
 :mod:`exporter.workload` through the real OpenTelemetry SDK and its OTLP/HTTP exporter, waits
 until ``/metrics`` has counted every span, then prints what each tenant's admin sees
-(:mod:`exporter.views`), the tokens no tenant pays for, and a one-line summary.
+(:mod:`exporter.views`, with the tenants' names from the directory), the tokens no tenant pays
+for, the tokens no price covers, and a one-line summary.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ SERVICE_NAME = "llm-token-exporter-demo"
 _DEFAULT_TIMEOUT = 60.0  # seconds to wait for /metrics to count every span sent
 _POLL_INTERVAL = 0.1
 _BAR_WIDTH = 30
+#: Without a terminal, progress is a plain line at each of these fractions of the workload.
+_STEPS = 4
 _RECEIVED = "llm_exporter_spans_received_total"
 
 
@@ -43,14 +46,33 @@ class DemoError(RuntimeError):
     """The demo could not complete; the message says what was seen and what to check."""
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 class _Progress:
-    """``\\r[#####-----] 120/200 conversations`` on a stream; silent without one."""
+    """On a terminal, a bar redrawn in place: ``\\r[#####-----] 120/200 conversations``.
+    Elsewhere (a log, a pipe, CI), a plain line at each quarter of the workload:
+    ``sent 100/200 conversations``. Silent without a stream."""
 
     def __init__(self, total: int, stream: TextIO | None) -> None:
         self._total, self._stream, self._shown = total, stream, ""
+        self._terminal = stream is not None and _is_terminal(stream)
+        self._step = 0  # plain lines written so far
 
     def update(self, done: int) -> None:
         if self._stream is None:
+            return
+        if not self._terminal:
+            # the quarters reached: done * _STEPS // total (all of them for an empty workload)
+            reached = _STEPS * done // self._total if self._total else _STEPS
+            if reached > self._step:
+                self._step = reached
+                self._stream.write(f"sent {done}/{self._total} conversations\n")
+                self._stream.flush()
             return
         filled = _BAR_WIDTH * done // self._total if self._total else _BAR_WIDTH
         text = f"[{'#' * filled}{'-' * (_BAR_WIDTH - filled)}] {done}/{self._total} conversations"
@@ -60,7 +82,7 @@ class _Progress:
             self._shown = text
 
     def close(self) -> None:
-        if self._stream is not None and self._shown:
+        if self._terminal and self._shown:
             self._stream.write("\n")
             self._stream.flush()
 
@@ -117,18 +139,21 @@ def _send(url: str, traces: list, progress: _Progress, span_count: int) -> None:
         raise DemoError(f"the OTLP exporter did not flush every span to {url} in time")
 
 
-def _report(samples: Samples, out: TextIO) -> None:
+def _report(samples: Samples, names: dict[str, str], out: TextIO) -> None:
+    """Each tenant's view (``names``: tenant id -> display name), then the tokens that no
+    tenant pays for, by reason, and the attributed tokens that no price covers, by model."""
     for tenant in tenants(samples):
-        print(render(tenant_view(samples, tenant)), file=out)
+        print(render(tenant_view(samples, tenant, name=names.get(tenant, ""))), file=out)
         print(file=out)
     lost = unattributed(samples)
-    width = max([len(k) for k in lost] + [16])
+    missing = unpriced(samples)
+    width = max([len(k) for k in (*lost, *missing)] + [16])
     print("Unattributed tokens (in no tenant's cost metrics), by reason", file=out)
     for reason, tokens in lost.items():
         print(f"  {reason:<{width}}  {tokens:>12,}", file=out)
-    missing = unpriced(samples)
     if missing:
-        print("Unpriced tokens (model missing from the price catalog)", file=out)
+        print("Unpriced tokens (attributed, no price in the catalog: in no cost), by model",
+              file=out)
         for model, tokens in missing.items():
             print(f"  {model:<{width}}  {tokens:>12,}", file=out)
 
@@ -143,7 +168,8 @@ def main(
     timeout: float = _DEFAULT_TIMEOUT,
 ) -> int:
     """Run the demo with ``config`` (an :class:`exporter.config.Config`); print to ``out``
-    (standard output by default) and the progress bar to standard error.
+    (standard output by default) and the progress to standard error: a bar on a terminal,
+    a plain line at each quarter elsewhere.
 
     Returns 0, or 1 after one line on standard error when the spans did not all arrive.
     Give it a fresh ``state_dir``: the service's totals are durable, and a reused state
@@ -153,8 +179,9 @@ def main(
 
     out = out if out is not None else sys.stdout
     started = time.monotonic()
-    traces = generate(load_directory(config.directory_source), seed=seed,
-                      conversations=conversations)
+    directory = load_directory(config.directory_source)
+    names = {tenant.id: tenant.name for tenant in directory.tenants.values()}
+    traces = generate(directory, seed=seed, conversations=conversations)
     span_count = sum(trace.span_count for trace in traces)
     server = start_server(config)
     try:
@@ -167,7 +194,7 @@ def main(
         return 1
     finally:
         server.stop()
-    _report(samples, out)
+    _report(samples, names, out)
     elapsed = time.monotonic() - started
     print(
         f"\nSent {span_count:,} spans in {len(traces):,} traces ({conversations:,} "

@@ -1,9 +1,11 @@
-"""What a tenant admin sees (``views.md`` §1, tenant overview), read back from ``/metrics``.
+"""What a tenant admin sees on the tenant overview dashboard, read back from ``/metrics``.
 
 Pure functions, no I/O: :func:`parse_metrics` reads Prometheus exposition text,
 :func:`tenant_view` builds one tenant's cards and top-10 lists from it, and :func:`render`
 draws them as text. Numbers are summed over ``type`` (input + output), as the panels do;
-display names come from the ``_info`` series, ids stand in where a name is missing.
+display names come from the ``_info`` series, ids stand in where a name is missing. The
+tenant's own name is in no metric: the caller passes it (the demo reads it from the
+directory).
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
-    "Bar", "Sample", "Samples", "TenantView", "parse_metrics", "render", "tenant_view",
-    "tenants", "unattributed", "unpriced",
+    "Bar", "Sample", "Samples", "TenantView", "format_usd", "parse_metrics", "render",
+    "tenant_view", "tenants", "unattributed", "unpriced",
 ]
 
 TOP = 10
-_MICRO_USD = Decimal("0.000001")
+_CENT = Decimal("0.01")
+_SIGNIFICANT = 4  # digits of a cost below one dollar
 _LABEL_WIDTH = 24  # longer names are cut with an ellipsis
 _MIN_BAR_WIDTH = 10
 _BLOCK = "█"
@@ -72,7 +75,12 @@ class Bar:
 
 @dataclass(frozen=True)
 class TenantView:
-    """One tenant's overview: the four cards and the four top-10 lists, largest first."""
+    """One tenant's overview: the four cards and the four top-10 lists, largest first.
+
+    ``name`` is the tenant's display name ("" shows the id). ``unpriced`` are the tenant's
+    models that have no price at all in this tenant: their tokens are in the token cards but
+    in no cost, largest first.
+    """
 
     tenant: str
     agent_tokens: int
@@ -83,6 +91,8 @@ class TenantView:
     agents: tuple[Bar, ...]
     workflows: tuple[Bar, ...]
     members: tuple[Bar, ...]
+    name: str = ""
+    unpriced: tuple[Bar, ...] = ()
 
 
 def parse_metrics(text: str) -> Samples:
@@ -118,17 +128,27 @@ def _exact(value: float) -> Decimal:
     return Decimal(repr(value))
 
 
-def tenant_view(samples: Samples, tenant: str, *, top: int = TOP) -> TenantView:
-    """The tenant overview of ``views.md`` §1 for ``tenant``, from parsed ``/metrics``."""
+def tenant_view(
+    samples: Samples, tenant: str, *, top: int = TOP, name: str = ""
+) -> TenantView:
+    """The tenant overview for ``tenant`` (shown as ``name``), from parsed ``/metrics``.
+
+    A model is in ``unpriced`` when it has tokens in ``llm_unpriced_tokens_total`` (which has
+    no tenant label) and no cost series in this tenant: then every one of the tenant's calls
+    of it went unpriced, and its tokens here are exact. A model priced for some calls and not
+    for others (a response snapshot with a price of its own) is counted platform-wide by
+    :func:`unpriced` only.
+    """
     models = _tokens(samples, "llm_model_tokens_total", "model", tenant)
     agents = _tokens(samples, "llm_agent_tokens_total", "agent", tenant)
     workflows = _tokens(samples, "llm_workflow_tokens_total", "workflow", tenant)
     members = _tokens(samples, "llm_member_tokens_total", "member", tenant)
-    cost = sum(
-        (_exact(v) for v in samples.sum_by("llm_model_cost_usd_total", "model", tenant=tenant)
-         .values()),
-        Decimal(0),
-    )
+    costs = samples.sum_by("llm_model_cost_usd_total", "model", tenant=tenant)
+    cost = sum((_exact(v) for v in costs.values()), Decimal(0))
+    unpriced_models = {
+        model: models[model] for model in unpriced(samples)
+        if model in models and model not in costs
+    }
     return TenantView(
         tenant=tenant,
         agent_tokens=sum(agents.values()),
@@ -139,6 +159,8 @@ def tenant_view(samples: Samples, tenant: str, *, top: int = TOP) -> TenantView:
         agents=_top(agents, _names(samples, "llm_agent_info", "agent"), top),
         workflows=_top(workflows, _names(samples, "llm_workflow_info", "workflow"), top),
         members=_top(members, _names(samples, "llm_member_info", "member", tenant=tenant), top),
+        name=name,
+        unpriced=_top(unpriced_models, {}, len(unpriced_models)),
     )
 
 
@@ -150,13 +172,13 @@ def tenants(samples: Samples) -> list[str]:
 
 
 def unattributed(samples: Samples) -> dict[str, int]:
-    """Tokens excluded from cost metrics, by reason (R3)."""
+    """Tokens excluded from cost metrics, by reason (rule R3 of docs/attribution.md)."""
     found = samples.sum_by("llm_unattributed_tokens_total", "reason")
     return {reason: int(round(value)) for reason, value in sorted(found.items())}
 
 
 def unpriced(samples: Samples) -> dict[str, int]:
-    """Attributed tokens of models missing from the price catalog, by model (R7)."""
+    """Attributed tokens of models missing from the price catalog, by model (rule R7)."""
     found = samples.sum_by("llm_unpriced_tokens_total", "model")
     return {model: int(round(value)) for model, value in sorted(found.items()) if value}
 
@@ -183,20 +205,46 @@ def _chart(title: str, bars: tuple[Bar, ...], width: int) -> list[str]:
     return lines
 
 
+def format_usd(amount: Decimal) -> str:
+    """A cost as a person reads it, rounded half up: cents from one dollar on
+    (``$1,234.30``), four significant digits below (``$0.9365``, ``$0.001037``, ``$0.50``),
+    ``$0.00`` for nothing."""
+    if amount < 0:
+        return "-" + format_usd(-amount)
+    if amount == 0:
+        return "$0.00"
+    if amount < 1:
+        # quantum: the 4th significant digit (0.0010365 -> 0.000001)
+        digits = _SIGNIFICANT - 1 - amount.adjusted()
+        rounded = amount.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+        if rounded < 1:
+            text = f"{rounded:f}".rstrip("0")
+            decimals = len(text.partition(".")[2])
+            return "$" + (text + "0" * (2 - decimals) if decimals < 2 else text)
+    return f"${amount.quantize(_CENT, rounding=ROUND_HALF_UP):,.2f}"
+
+
 def render(view: TenantView, width: int = 80) -> str:
-    """The overview as text: cards with thousands separators, cost in USD to 6 decimals
-    (rounded half up), each top-10 as bars scaled to its largest row. No trailing newline."""
-    cost = view.cost_usd.quantize(_MICRO_USD, rounding=ROUND_HALF_UP)
+    """The overview as text: cards with thousands separators, the cost as
+    :func:`format_usd` writes it, a line per model that has no price, each top-10 as bars
+    scaled to its largest row. No trailing newline."""
     cards = (
         ("Agent tokens", f"{view.agent_tokens:,}"),
         ("Workflow tokens", f"{view.workflow_tokens:,}"),
         ("Total tokens", f"{view.total_tokens:,}"),
-        ("Cost (USD)", f"{cost:,.6f}"),
+        ("Cost", format_usd(view.cost_usd)),
     )
     value_width = max(len(value) for _, value in cards)
-    lines = [f"Tenant {view.tenant}: core resource consumption"]
-    lines += [f"  {name:<16}{value:>{value_width}}" for name, value in cards]
+    shown = view.tenant if not view.name or view.name == view.tenant else (
+        f"{view.name} ({view.tenant})"
+    )
+    lines = [f"Tenant {shown}: core resource consumption"]
+    lines += [f"  {name:<17}{value:>{value_width}}" for name, value in cards]
     lines.append("  (agent and workflow tokens overlap where an agent runs a workflow)")
+    for bar in view.unpriced:
+        rest = f": {bar.tokens:,} tokens not in the cost"
+        label = _fit(bar.label, max(width - len("  No price for ") - len(rest), _MIN_BAR_WIDTH))
+        lines.append(f"  No price for {label}{rest}")
     for title, bars in (
         ("Model consumption top 10", view.models),
         ("Agent consumption top 10", view.agents),

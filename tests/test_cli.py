@@ -6,8 +6,10 @@ record the config they are given: the CLI's job is resolving it, not serving.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import main
+from exporter.config import Config
 from otel_processor.directory_source import default_directory_path
 
 #: What check-config says about the packaged defaults (the demo directory and the catalog).
@@ -243,3 +246,83 @@ def test_console_script_runs_check_config(tmp_path):
         timeout=60,
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, DEFAULTS_OK, "")
+
+
+def test_serve_help_shows_each_flags_default_and_variable(capsys):
+    assert main(["serve", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the width
+    for flag, key in (("--listen", "listen"), ("--state-dir", "state_dir"),
+                      ("--log-level", "log_level")):
+        default = {f.name: f.default for f in dataclasses.fields(Config)}[key]
+        assert f"(default: {default}; env LLM_TOKEN_EXPORTER_{key.upper()})" in text, flag
+    assert "(default: 0.0.0.0:4318; env LLM_TOKEN_EXPORTER_LISTEN)" in text
+    assert "(default: the demo directory shipped in the package; env " in text
+    assert "(default: the list-price catalog shipped in the package; env " in text
+    assert "(default: none: ingestion is unauthenticated; env LLM_TOKEN_EXPORTER_AUTH_TOKEN)" in (
+        text
+    )
+    assert "(default: none; env LLM_TOKEN_EXPORTER_CONFIG)" in text
+
+
+def _taken_port():
+    """A listening socket on 127.0.0.1 (the caller closes it) and its port."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return taken, taken.getsockname()[1]
+
+
+def _run_cli(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The command for real, in its own process: what an operator sees on the terminal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_TOKEN_EXPORTER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "exporter.cli", *argv],
+        cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("setup", "argv", "message"),
+    [
+        (None, ["--prices", "missing.yaml"],
+         "prices: missing.yaml: cannot read: No such file or directory"),
+        (("prices.yaml", BROKEN_PRICES), ["--prices", "prices.yaml"],
+         "prices: prices.yaml: models[0].output: required"),
+        (("state", "a file where the state directory should be"), ["--state-dir", "state"],
+         "state_dir 'state': exists and is not a directory"),
+        (None, ["--listen", "TAKEN"], "cannot listen on 127.0.0.1:{port}: Address already in use"),
+        (("config.yaml", "threads: many\n"), ["--config", "config.yaml"],
+         "threads='many' (from config.yaml): must be a positive integer"),
+    ],
+    ids=["prices_missing", "prices_invalid", "state_dir_is_a_file", "listen_taken",
+         "bad_config_value"],
+)
+def test_every_startup_failure_of_serve_is_one_line_and_exit_2(tmp_path, setup, argv, message):
+    if setup is not None:
+        (tmp_path / setup[0]).write_text(setup[1])
+    taken, port = _taken_port()
+    try:
+        argv = [a.replace("TAKEN", f"127.0.0.1:{port}") for a in argv]
+        if "--listen" not in argv:
+            argv += ["--listen", "127.0.0.1:0"]
+        if "--state-dir" not in argv:
+            argv += ["--state-dir", "state-ok"]
+        done = _run_cli(["serve", *argv], tmp_path)
+    finally:
+        taken.close()
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    # no traceback, no log line before it: the one line says what and where
+    assert done.stderr == f"llm-token-exporter serve: {message.format(port=port)}\n"
+
+
+def test_demo_on_a_taken_address_is_one_line_and_exit_2(tmp_path):
+    taken, port = _taken_port()
+    try:
+        done = _run_cli(["demo", "--listen", f"127.0.0.1:{port}", "--no-progress"], tmp_path)
+    finally:
+        taken.close()
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"llm-token-exporter demo: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )

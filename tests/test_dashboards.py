@@ -1,7 +1,9 @@
 """The structure of the committed Grafana dashboards, and that they are not stale.
 
-What Grafana provisions is grafana/dashboards/*.json; grafana/build_dashboards.py writes
-it. The queries themselves run against a real Prometheus in test_dashboard_queries.py.
+What Grafana provisions is grafana/dashboards/en/*.json and grafana/dashboards/zh/*.json;
+grafana/build_dashboards.py writes them. The queries themselves run against a real
+Prometheus in the tests/test_dashboard_*.py files; the two languages are compared in
+test_dashboard_i18n.py.
 """
 
 from __future__ import annotations
@@ -71,18 +73,33 @@ HEAT = "Counts the whole platform, including users outside this tenant."
 COST = "Counts only this tenant's members."
 
 
-def load() -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+LANGUAGES = ("en", "zh")
 
 
-def all_panels():
-    for uid, d in load().items():
+def uid_in(base: str, lang: str) -> str:
+    return base if lang == "en" else f"{base}-{lang}"
+
+
+def load(lang: str = "en") -> dict[str, dict]:
+    """The committed dashboards of one language (grafana/dashboards/<lang>/), by file name."""
+    return {p.stem: json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted((DASHBOARDS / lang).glob("*.json"))}
+
+
+def all_panels(lang: str = "en"):
+    for uid, d in load(lang).items():
         for p in d["panels"]:
             yield uid, p
 
 
-def by_title(uid: str, title: str) -> dict:
-    (found,) = [p for p in load()[uid]["panels"] if p["title"] == title]
+def every_panel():
+    for lang in LANGUAGES:
+        for uid, p in all_panels(lang):
+            yield lang, uid, p
+
+
+def by_title(uid: str, title: str, lang: str = "en") -> dict:
+    (found,) = [p for p in load(lang)[uid_in(uid, lang)]["panels"] if p["title"] == title]
     return found
 
 
@@ -95,29 +112,47 @@ def _generator():
 
 
 def test_committed_dashboards_are_what_the_generator_writes():
-    generated = _generator().render()
-    committed = {p.name: p.read_text() for p in DASHBOARDS.glob("*.json")}
+    generator = _generator()
+    generated = generator.render()
+    committed = generator.committed()
     stale = sorted(set(generated) ^ set(committed)) + sorted(
         name for name in set(generated) & set(committed) if generated[name] != committed[name])
     assert not stale, f"stale: {stale}; run python grafana/build_dashboards.py"
+    assert generator.main(["--check"]) == 0
 
 
-def test_each_dashboard_has_a_stable_unique_uid_tags_and_the_grafana_11_schema():
-    dashboards = load()
-    assert set(dashboards) == UIDS
+def test_one_folder_per_language_and_nothing_else():
+    files = sorted(p.relative_to(DASHBOARDS).as_posix() for p in DASHBOARDS.rglob("*.json"))
+    assert files == sorted(f"{lang}/{uid_in(u, lang)}.json" for lang in LANGUAGES for u in UIDS)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_each_dashboard_has_a_stable_unique_uid_tags_and_the_grafana_11_schema(lang):
+    dashboards = load(lang)
+    assert set(dashboards) == {uid_in(u, lang) for u in UIDS}
     for name, d in dashboards.items():
         assert d["uid"] == name  # file name = uid
-        assert d["tags"] and "llm-token-exporter" in d["tags"]
+        assert len(d["uid"]) <= 40  # Grafana's limit
+        assert d["tags"] == ["llm-token-exporter", lang]
+        (menu,) = d["links"]
+        assert menu["type"] == "dashboards" and menu["tags"] == d["tags"]  # same language
         assert 39 <= d["schemaVersion"] <= 41
         assert d["title"] and d["description"]
     titles = [d["title"] for d in dashboards.values()]
     assert len(set(titles)) == len(titles)
 
 
-def test_datasource_variable_defaults_to_the_provisioned_uid():
+def test_uids_and_titles_differ_between_languages():
+    en, zh = load("en"), load("zh")
+    assert not set(en) & set(zh)
+    assert not {d["title"] for d in en.values()} & {d["title"] for d in zh.values()}
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_datasource_variable_defaults_to_the_provisioned_uid(lang):
     provisioned = yaml.safe_load(DATASOURCES.read_text())["datasources"]
     (prometheus,) = [ds for ds in provisioned if ds["type"] == "prometheus"]
-    for d in load().values():
+    for d in load(lang).values():
         variables = {v["name"]: v for v in d["templating"]["list"]}
         ds = variables["datasource"]
         assert ds["type"] == "datasource" and ds["query"] == "prometheus"
@@ -133,8 +168,9 @@ def test_dashboard_provider_loads_the_dashboards_folder_read_only():
     assert provider["allowUiUpdates"] is False
 
 
-def test_panel_ids_are_unique_and_grid_positions_do_not_overlap():
-    for uid, d in load().items():
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_panel_ids_are_unique_and_grid_positions_do_not_overlap(lang):
+    for uid, d in load(lang).items():
         ids = [p["id"] for p in d["panels"]]
         assert len(ids) == len(set(ids)), uid
         cells = {}
@@ -147,10 +183,14 @@ def test_panel_ids_are_unique_and_grid_positions_do_not_overlap():
                     cells[(x, y)] = p["title"]
 
 
-@pytest.mark.parametrize(("uid", "panel"), list(all_panels()),
+#: The shortest (i) text that can state a counting logic (Chinese is denser).
+MIN_DESCRIPTION = {"en": 40, "zh": 20}
+
+
+@pytest.mark.parametrize(("lang", "uid", "panel"), list(every_panel()),
                          ids=lambda x: x if isinstance(x, str) else x["title"])
-def test_every_panel_has_a_description_a_unit_and_the_datasource_variable(uid, panel):
-    assert len(panel["description"]) > 40, "the (i) tooltip states the counting logic"
+def test_every_panel_has_a_description_a_unit_and_the_datasource_variable(lang, uid, panel):
+    assert len(panel["description"]) > MIN_DESCRIPTION[lang], "the (i) states the counting logic"
     assert panel["fieldConfig"]["defaults"]["unit"]
     assert panel["datasource"] == DS
     refs = [t["refId"] for t in panel["targets"]]
@@ -160,6 +200,10 @@ def test_every_panel_has_a_description_a_unit_and_the_datasource_variable(uid, p
         assert t["expr"].strip()
         if panel["type"] != "timeseries":
             assert t["instant"] is True and t["range"] is False
+    for override in panel["fieldConfig"]["overrides"]:  # a column's (i), where it has one
+        for prop in override["properties"]:
+            if prop["id"] == "description":
+                assert len(prop["value"]) > MIN_DESCRIPTION[lang] // 2
 
 
 @pytest.mark.parametrize(("uid", "title", "kind"), VIEWS)
@@ -172,8 +216,9 @@ def test_no_other_panels_than_those_listed():
     assert {(uid, p["title"]) for uid, p in all_panels()} == listed
 
 
-def test_top_tens_are_horizontal_bar_charts_limited_to_ten():
-    for _, p in all_panels():
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_top_tens_are_horizontal_bar_charts_limited_to_ten(lang):
+    for _, p in all_panels(lang):
         if p["type"] == "barchart":
             assert p["options"]["orientation"] == "horizontal"
             assert p["options"]["xField"]
@@ -183,28 +228,51 @@ def test_top_tens_are_horizontal_bar_charts_limited_to_ten():
 
 
 @pytest.mark.parametrize("title", DRILL_DOWNS)
-def test_drill_downs_merge_instant_queries_sorted_by_total(title):
+def test_drill_downs_merge_instant_queries_sorted_by_total_and_filtered_by_the_search(title):
     p = by_title("llm-drilldown", title)
     steps = [s["id"] for s in p["transformations"]]
-    assert steps[0] == "merge" and "organize" in steps and "sortBy" in steps
+    assert steps[0] == "merge" and steps[-1] == "organize" and "sortBy" in steps
+    assert steps.index("filterByValue") == len(steps) - 2  # after the rank, before organize
     assert len(p["targets"]) >= 4
     assert all(t["format"] == "table" for t in p["targets"])
     assert p["options"]["sortBy"] == [{"displayName": "Total", "desc": True}]
     renamed = next(s for s in p["transformations"] if s["id"] == "organize")["options"]
     assert {"Total", "Input", "Output"} <= set(renamed["renameByName"].values())
-    search = [t["expr"] for t in p["targets"] if "search" in t["expr"]]
-    assert search, "the search box filters the table"
 
 
-def test_search_is_a_textbox_used_only_inside_backtick_strings():
-    variables = {v["name"]: v for v in load()["llm-drilldown"]["templating"]["list"]}
+def _search_filters(p: dict) -> list[dict]:
+    return [f for s in p.get("transformations", []) if s["id"] == "filterByValue"
+            for f in s["options"]["filters"]]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_search_box_filters_in_grafana_and_never_reaches_a_query(lang):
+    """The search text must never reach PromQL: no query of any dashboard mentions the
+    variable; every drill-down table filters its rows with "Filter data by values"
+    (Contains substring: literal, case-insensitive) on its name and id columns."""
+    variables = {v["name"]: v for v in load(lang)[uid_in("llm-drilldown", lang)]
+                 ["templating"]["list"]}
     assert variables["search"]["type"] == "textbox"
-    for _, p in all_panels():
+    for uid, p in all_panels(lang):
         for t in p["targets"]:
-            for m in re.finditer(r"\$\{search(:\w+)?\}", t["expr"]):
-                assert m.group(1) == ":regex", "regex-escape the search text"
-                before = t["expr"][:m.start()]
-                assert before.count("`") % 2 == 1, "inside a backtick string"
+            assert "search" not in t["expr"].replace("search=", "").replace(
+                "search)", ""), (uid, p["title"])
+            assert not re.search(r"\$\{?search\b", t["expr"]), (uid, p["title"])
+    fields = {"Model consumption detail": ["model"],
+              "Agent consumption detail": ["agent", "name"],
+              "Workflow consumption detail": ["workflow", "name"],
+              "Member ranking": ["member", "name", "search"]}
+    en_titles = [p["title"] for _, p in all_panels("en")]
+    for (_, p), en_title in zip(all_panels(lang), en_titles, strict=True):
+        filters = _search_filters(p)
+        if en_title not in fields:
+            assert not filters, p["title"]
+            continue
+        step = next(s for s in p["transformations"] if s["id"] == "filterByValue")
+        assert step["options"]["type"] == "include" and step["options"]["match"] == "any"
+        assert [f["fieldName"] for f in filters] == fields[en_title]
+        for f in filters:
+            assert f["config"] == {"id": "substring", "options": {"value": "${search}"}}
 
 
 def test_model_share_column_states_its_formula():
@@ -230,47 +298,98 @@ def test_asset_columns_say_heat_or_cost_in_their_header(title, heat, cost):
         assert described[column]["description"].startswith(COST)
 
 
+def test_asset_columns_say_heat_or_cost_in_chinese_with_the_prd_wording():
+    for title, heat in (("智能体列表", ["对话次数", "用户数"]), ("工作流列表", ["运行次数"])):
+        p = by_title("llm-tenant-assets", title, "zh")
+        described = {o["matcher"]["options"]: {x["id"]: x["value"] for x in o["properties"]}
+                     for o in p["fieldConfig"]["overrides"]}
+        for column in heat:
+            assert described[column]["description"].startswith("统计全平台（含租户外）")
+        assert described["Token消耗"]["description"].startswith("仅统计当前租户成员消耗")
+
+
 def test_cards_say_the_agent_and_workflow_cards_overlap():
     for title in ("Agent tokens", "Workflow tokens"):
         description = by_title("llm-tenant-overview", title)["description"]
         assert "not additive" in description and "chat workflow" in description
 
 
-def test_view_all_links_carry_the_tenant_and_the_time_range():
-    d = load()["llm-tenant-overview"]
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_view_all_links_carry_the_tenant_and_the_time_range(lang):
+    d = load(lang)[uid_in("llm-tenant-overview", lang)]
     linked = [p for p in d["panels"] if p["type"] != "stat"]
     assert len(linked) == 4
     for p in linked:
         (link,) = p["links"]
-        assert link["title"] == "View all"
-        assert link["url"].startswith("/d/llm-drilldown/")
+        assert link["title"] == {"en": "View all", "zh": "查看全部"}[lang]
+        assert link["url"].startswith(f"/d/{uid_in('llm-drilldown', lang)}/")
         assert "var-tenant=${tenant:percentencode}" in link["url"]
         assert "${__url_time_range}" in link["url"]
 
 
-def test_range_panels_use_the_exact_difference_not_increase():
-    for uid, p in all_panels():
+#: The old per-series form: a series new at the range's start (an exporter at a new
+#: address) would count its whole ledger again.
+PER_SERIES_FIRST = re.compile(r"(\w+(?:\{[^}]*\})?) - \(\1 offset \$__range or \1 \* 0\)")
+#: The start of a range, summed over exporters before any subtraction.
+AGGREGATED_START = re.compile(r"sum(?: by \([^)]*\) )?\(\w+(?:\{[^}]*\})? offset \$__range\)")
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_range_panels_sum_over_exporters_before_subtracting_and_never_use_increase(lang):
+    for uid, p in all_panels(lang):
         for t in p["targets"]:
-            assert "increase(" not in t["expr"], (uid, p["title"])
-            if "$__range" in t["expr"]:
-                assert " offset $__range or " in t["expr"], (uid, p["title"])
+            expr = t["expr"]
+            assert "increase(" not in expr, (uid, p["title"])
+            if p["type"] != "timeseries":
+                assert "rate(" not in expr, (uid, p["title"])
+            if "$__range" in expr:
+                assert AGGREGATED_START.search(expr), (uid, p["title"])
+                assert not PER_SERIES_FIRST.search(expr), (uid, p["title"])
+
+
+CALENDAR = ["Tokens today", "Today vs yesterday", "Tokens this month", "This month vs last month",
+            "Cost, last hour", "Month-end cost forecast"]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_no_panel_overrides_the_time_range(lang):
+    """Grafana ignores a panel's relative time (timeFrom) when the dashboard's range is
+    absolute: no panel relies on one."""
+    for uid, p in all_panels(lang):
+        assert not {"timeFrom", "timeShift", "hideTimeOverride"} & set(p), (uid, p["title"])
+
+
+@pytest.mark.parametrize("title", CALENDAR)
+def test_calendar_panels_do_not_depend_on_the_dashboard_range(title):
+    p = by_title("llm-sre-governance", title)
+    for t in p["targets"]:
+        assert "$__range" not in t["expr"] and "__from" not in t["expr"]
+        assert "$__" not in t["expr"]
+    # the (i) says so
+    assert ("Independent of the dashboard's time range" in p["description"]
+            or "the range's start does not matter" in p["description"]), title
 
 
 def test_tenant_dashboards_filter_every_cost_query_by_the_tenant():
-    for uid in ("llm-tenant-overview", "llm-tenant-assets", "llm-drilldown"):
-        variables = {v["name"] for v in load()[uid]["templating"]["list"]}
-        assert "tenant" in variables
-        for p in load()[uid]["panels"]:
-            for t in p["targets"]:
-                for selector in re.findall(r"llm_\w+_(?:tokens|cost_usd)_total(\{[^}]*\})?",
-                                           t["expr"]):
-                    assert 'tenant="$tenant"' in selector, (uid, p["title"], t["expr"])
+    for lang in LANGUAGES:
+        for base in ("llm-tenant-overview", "llm-tenant-assets", "llm-drilldown"):
+            d = load(lang)[uid_in(base, lang)]
+            variables = {v["name"] for v in d["templating"]["list"]}
+            assert "tenant" in variables
+            for p in d["panels"]:
+                for t in p["targets"]:
+                    for selector in re.findall(
+                            r"llm_\w+_(?:tokens|cost_usd)_total(\{[^}]*\})?", t["expr"]):
+                        assert 'tenant="$tenant"' in selector, (base, p["title"], t["expr"])
 
 
 @pytest.mark.parametrize("uid", sorted(UIDS))
-def test_each_dashboard_has_a_doc_page_naming_every_panel(uid):
+def test_each_dashboard_has_a_doc_page_naming_every_panel_in_both_languages(uid):
     page = ROOT / "docs" / "dashboards" / f"{uid}.md"
-    text = page.read_text()
+    text = page.read_text(encoding="utf-8")
     assert f"`{uid}`" in text.splitlines()[0]
-    missing = [p["title"] for p in load()[uid]["panels"] if p["title"] not in text]
-    assert not missing, f"{page.name} does not describe {missing}"
+    for lang in LANGUAGES:
+        d = load(lang)[uid_in(uid, lang)]
+        missing = [p["title"] for p in d["panels"] if p["title"] not in text]
+        assert not missing, f"{page.name} does not describe {missing} ({lang})"
+        assert d["title"] in text, f"{page.name} does not name the dashboard ({lang})"

@@ -48,8 +48,20 @@ UNKNOWN = (
 )
 
 _RESTART = """
-import json, os, resource, sys
+import json, os, sys
 from exporter.store import Batch, Store
+
+
+def peak_mb():
+    # VmHWM is this process image's peak: ru_maxrss would carry the parent's peak across
+    # the fork and exec of a large test runner.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
 keys = [bytes.fromhex(k) for k in json.loads(sys.stdin.read())]
 store = Store(sys.argv[1])
 loaded = store.load()
@@ -64,7 +76,7 @@ print(json.dumps({
     "pending": len(loaded.pending), "totals": repr(loaded.totals),
     "found": sorted(k.hex() for k in found), "count": count,
     "refound": len(refound), "after": after,
-    "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "max_rss_mb": peak_mb(),
 }))
 """
 

@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 from exporter.views import (
     Bar,
     TenantView,
+    format_usd,
     parse_metrics,
     render,
     tenant_view,
@@ -43,10 +44,10 @@ ACME = TenantView(
 
 ACME_RENDERED = "\n".join([
     "Tenant acme: core resource consumption",
-    "  Agent tokens         370",
-    "  Workflow tokens      295",
-    "  Total tokens         445",
-    "  Cost (USD)      0.001037",
+    "  Agent tokens           370",
+    "  Workflow tokens        295",
+    "  Total tokens           445",
+    "  Cost             $0.001037",
     "  (agent and workflow tokens overlap where an agent runs a workflow)",
     "",
     "Model consumption top 10",
@@ -128,7 +129,7 @@ def test_top_lists_keep_the_ten_largest_and_break_ties_by_name_ignoring_case():
     assert view.total_tokens == sum(range(100, 112)) + 222
 
 
-def test_cost_is_summed_exactly_and_rounded_half_up_to_six_decimals():
+def test_cost_is_summed_exactly_then_shown_in_cents_from_one_dollar():
     samples = parse_metrics(_text(
         "# TYPE llm_model_cost_usd_total counter",
         'llm_model_cost_usd_total{tenant="t",model="a"} 0.1',
@@ -136,14 +137,75 @@ def test_cost_is_summed_exactly_and_rounded_half_up_to_six_decimals():
         'llm_model_cost_usd_total{tenant="t",model="c"} 1234.0000005',
     ))
     view = tenant_view(samples, "t")
-    assert view.cost_usd == Decimal("1234.3000005")
-    assert "  Cost (USD)      1,234.300001" in render(view).splitlines()
+    assert view.cost_usd == Decimal("1234.3000005")  # exact: 0.1 + 0.2 is 0.3 here
+    assert "  Cost             $1,234.30" in render(view).splitlines()
+
+
+@pytest.mark.parametrize(("amount", "shown"), [
+    ("0", "$0.00"),
+    ("0.0010365", "$0.001037"),  # four significant digits, half up
+    ("0.0123", "$0.0123"),
+    ("0.5", "$0.50"),  # at least cents
+    ("0.936487", "$0.9365"),
+    ("0.99996", "$1.00"),  # rounds up to a dollar: cents
+    ("0.000000001", "$0.000000001"),
+    ("1", "$1.00"),
+    ("12.345", "$12.35"),
+    ("1234567.891", "$1,234,567.89"),
+])
+def test_costs_are_rounded_as_a_person_reads_them(amount, shown):
+    assert format_usd(Decimal(amount)) == shown
 
 
 def test_an_empty_tenant_renders_zero_cards_and_no_usage():
     text = render(tenant_view(parse_metrics(""), "nobody"))
-    assert "  Total tokens           0" in text.splitlines()  # as wide as "0.000000"
+    assert "  Total tokens         0" in text.splitlines()  # as wide as "$0.00"
+    assert "  Cost             $0.00" in text.splitlines()
     assert text.count("(no usage)") == 4
+
+
+def test_the_tenant_is_shown_by_its_name_and_its_id():
+    view = tenant_view(parse_metrics(""), "acme", name="Acme Corp")
+    assert render(view).splitlines()[0] == "Tenant Acme Corp (acme): core resource consumption"
+    assert render(tenant_view(parse_metrics(""), "acme", name="acme")).startswith(
+        "Tenant acme: core"
+    )
+
+
+UNPRICED = _text(
+    "# TYPE llm_model_tokens_total counter",
+    'llm_model_tokens_total{tenant="t",model="local",type="input"} 700',
+    'llm_model_tokens_total{tenant="t",model="local",type="output"} 300',
+    'llm_model_tokens_total{tenant="t",model="gpt-4o",type="input"} 50',
+    'llm_model_tokens_total{tenant="t",model="mixed",type="input"} 40',
+    'llm_model_tokens_total{tenant="u",model="local",type="input"} 5',
+    "# TYPE llm_model_cost_usd_total counter",
+    'llm_model_cost_usd_total{tenant="t",model="gpt-4o"} 0.000125',
+    'llm_model_cost_usd_total{tenant="t",model="mixed"} 0.0001',
+    "# TYPE llm_unpriced_tokens_total counter",
+    'llm_unpriced_tokens_total{model="local"} 1005',
+    'llm_unpriced_tokens_total{model="mixed"} 15',
+)
+
+
+def test_each_model_without_a_price_gets_a_line_with_the_tenants_tokens():
+    samples = parse_metrics(UNPRICED)
+    view = tenant_view(samples, "t")
+    # "mixed" was priced for some calls (it has a cost here): its unpriced share in this
+    # tenant is unknown, so it is only in the platform-wide unpriced() total
+    assert view.unpriced == (Bar("local", "local", 1000),)
+    assert tenant_view(samples, "u").unpriced == (Bar("local", "local", 5),)
+    assert unpriced(samples) == {"local": 1005, "mixed": 15}
+    lines = render(view).splitlines()
+    assert "  No price for local: 1,000 tokens not in the cost" in lines
+    assert view.total_tokens == 1090  # the unpriced tokens are in the token cards
+
+
+def test_a_long_unpriced_model_name_is_cut_to_the_width():
+    view = TenantView("t", 0, 0, 0, Decimal(0), (), (), (), (),
+                      unpriced=(Bar("m" * 120, "m" * 120, 12_345),))
+    [line] = [line for line in render(view, width=80).splitlines() if "No price" in line]
+    assert len(line) == 80 and line.endswith("…: 12,345 tokens not in the cost")
 
 
 def test_small_rows_keep_one_block_and_long_names_are_cut():

@@ -1,0 +1,169 @@
+"""§4 SRE: usage and cost governance, every tenant."""
+
+from __future__ import annotations
+
+from .common import UID_SRE, uid
+from .panels import (
+    GROWTH,
+    REDUCE,
+    Grid,
+    barchart,
+    bargauge,
+    dashboard,
+    datasource_variable,
+    panel,
+    stat,
+    steps,
+    table,
+    target,
+)
+from .promql import (
+    MONTH_ELAPSED,
+    last_month_same_time,
+    named,
+    pct_change,
+    this_month,
+    today,
+    total,
+    yesterday_same_hours,
+)
+from .text import Text
+
+ALL_TOKENS = "llm_model_tokens_total"
+ALL_COST = "llm_model_cost_usd_total"
+
+
+def _calendar_row(t: Text) -> list[tuple[int, dict]]:
+    """Today and this month, found from the evaluation time (the range's end), never from
+    the dashboard's range: the same numbers for a relative or an absolute range."""
+    day = today(ALL_TOKENS)
+    month = this_month(ALL_TOKENS)
+    forecast = (f"{this_month(ALL_COST)} / ({MONTH_ELAPSED} > 0) * days_in_month() * 86400")
+    return [
+        (4, stat(t("sre.today.title"), t("sre.today.description"), "locale",
+                 [target(f"{day} or vector(0)", fmt=None)])),
+        (4, stat(t("sre.today_vs_yesterday.title"), t("sre.today_vs_yesterday.description"),
+                 "percent",
+                 [target(pct_change(day, yesterday_same_hours(ALL_TOKENS)), fmt=None)],
+                 decimals=1, color_mode="value", thresholds=GROWTH)),
+        (4, stat(t("sre.month.title"), t("sre.month.description"), "locale",
+                 [target(f"{month} or vector(0)", fmt=None)])),
+        (4, stat(t("sre.month_vs_last.title"), t("sre.month_vs_last.description"), "percent",
+                 [target(pct_change(month, last_month_same_time(ALL_TOKENS)), fmt=None)],
+                 decimals=1, color_mode="value", thresholds=GROWTH)),
+        (4, stat(t("sre.cost_hour.title"), t("sre.cost_hour.description"), "currencyUSD",
+                 [target(f"{total(ALL_COST, rng='1h')} or vector(0)", fmt=None)],
+                 decimals=None)),
+        (4, stat(t("sre.forecast.title"), t("sre.forecast.description"), "currencyUSD",
+                 [target(forecast, fmt=None)], decimals=2)),
+    ]
+
+
+def build(t: Text) -> dict:
+    g = Grid()
+    g.row(4, *_calendar_row(t))
+    g.row(8,
+          (16, panel(
+              "timeseries", t("sre.rate.title"), t("sre.rate.description"), "short",
+              [target(f"sum by (model) (rate({ALL_TOKENS}[$__rate_interval]))", fmt=None,
+                      legend="{{model}}", instant=False)],
+              color="palette-classic",
+              custom={"drawStyle": "line", "lineInterpolation": "linear", "lineWidth": 1,
+                      "fillOpacity": 10, "gradientMode": "none", "showPoints": "never",
+                      "pointSize": 4, "spanNulls": False, "axisPlacement": "auto",
+                      "axisLabel": t("sre.rate.axis"), "axisBorderShow": False,
+                      "axisCenteredZero": False, "axisColorMode": "text",
+                      "barAlignment": 0, "insertNulls": False,
+                      "scaleDistribution": {"type": "linear"},
+                      "stacking": {"mode": "none", "group": "A"},
+                      "hideFrom": {"legend": False, "tooltip": False, "viz": False},
+                      "thresholdsStyle": {"mode": "off"}},
+              options={"legend": {"showLegend": True, "displayMode": "table",
+                                  "placement": "right", "calcs": ["mean", "max"]},
+                       "tooltip": {"mode": "multi", "sort": "desc"}})),
+          (8, panel(
+              "piechart", t("sre.cost_share.title"), t("sre.cost_share.description"),
+              "currencyUSD",
+              [target(f"{total(ALL_COST, 'model')} > 0", fmt=None, legend="{{model}}")],
+              color="palette-classic",
+              custom={"hideFrom": {"legend": False, "tooltip": False, "viz": False}},
+              options={"reduceOptions": REDUCE, "pieType": "pie", "displayLabels": ["percent"],
+                       "legend": {"showLegend": True, "displayMode": "table",
+                                  "placement": "right", "values": ["value", "percent"]},
+                       "tooltip": {"mode": "single", "sort": "none"}})))
+    services = [("llm_agent_tokens_total", "agent_tokens"),
+                ("llm_agent_invocations_total", "agent_invocations"),
+                ("llm_workflow_tokens_total", "workflow_tokens"),
+                ("llm_workflow_runs_total", "workflow_runs"),
+                ("llm_model_requests_total", "model_calls")]
+    g.row(5, (24, stat(
+        t("sre.services.title"), t("sre.services.description"), "locale",
+        [target(f"{total(metric)} or vector(0)", ref, fmt=None,
+                legend=t(f"sre.services.{key}"))
+         for ref, (metric, key) in zip("ABCDE", services, strict=True)],
+        text_mode="value_and_name")))
+    top_members = "topk(10, " + named(
+        f"{total('llm_member_tokens_total', 'tenant, member')} > 0", "tenant, member",
+        "llm_member_info", "member") + ")"
+    tokens = t("col.tokens")
+    g.row(9,
+          (12, barchart(t("sre.top_tenants.title"), t("sre.top_tenants.description"),
+                        f"topk(10, {total(ALL_TOKENS, 'tenant')} > 0)", "tenant",
+                        t("col.tenant"), tokens, exclude=[])),
+          (12, table(t("sre.top_members.title"), t("sre.top_members.description"),
+                     [target(top_members)],
+                     rename={"tenant": t("col.tenant"), "name": t("col.member"),
+                             "Value": tokens},
+                     exclude=["member"], order=[t("col.member"), t("col.tenant"), tokens],
+                     sort_field="Value", columns=[])))
+    requests = "llm_model_requests_total"
+    errors = total(f'{requests}{{outcome="error"}}', "model")
+    calls = total(requests, "model")
+    reads = total('llm_model_cache_tokens_total{type="read"}', "model")
+    inputs = total(f'{ALL_TOKENS}{{type="input"}}', "model")
+    g.row(8,
+          (12, bargauge(
+              t("sre.errors.title"), t("sre.errors.description"), "percent",
+              [target(f"({errors} or on(model) {calls} * 0) / ({calls} > 0) * 100", fmt=None,
+                      legend="{{model}}")],
+              decimals=2, max_value=100,
+              thresholds=steps(("green", None), ("orange", 1), ("red", 5)))),
+          (12, bargauge(
+              t("sre.cache.title"), t("sre.cache.description"), "percent",
+              [target(f"({reads} or on(model) {inputs} * 0) / ({inputs} > 0) * 100", fmt=None,
+                      legend="{{model}}")],
+              decimals=1, max_value=100)))
+    g.row(8,
+          (8, bargauge(
+              t("sre.unattributed.title"), t("sre.unattributed.description"), "locale",
+              [target(total("llm_unattributed_tokens_total", "reason"), fmt=None,
+                      legend="{{reason}}")])),
+          (8, bargauge(
+              t("sre.unpriced.title"), t("sre.unpriced.description"), "locale",
+              [target(f"{total('llm_unpriced_tokens_total', 'model')} > 0", fmt=None,
+                      legend="{{model}}")])),
+          (8, bargauge(
+              t("sre.rejected.title"), t("sre.rejected.description"), "locale",
+              [target(f"{total('llm_exporter_spans_rejected_total', 'reason')} > 0", fmt=None,
+                      legend="{{reason}}")])))
+    unattributed = total("llm_unattributed_tokens_total")
+    g.row(4,
+          (6, stat(t("sre.unattributed_share.title"), t("sre.unattributed_share.description"),
+                   "percent",
+                   [target(f"{unattributed} / (({unattributed} + {total(ALL_TOKENS)}) > 0) "
+                           "* 100", fmt=None)],
+                   decimals=2, color_mode="value",
+                   thresholds=steps(("green", None), ("orange", 1), ("red", 5)))),
+          (6, stat(t("sre.duplicates.title"), t("sre.duplicates.description"), "locale",
+                   [target(f"{total('llm_exporter_duplicate_spans_total')} or vector(0)",
+                           fmt=None)])),
+          (6, stat(t("sre.pending.title"), t("sre.pending.description"), "locale",
+                   [target("sum(llm_exporter_traces_pending)", fmt=None)])),
+          (6, stat(t("sre.directory_age.title"), t("sre.directory_age.description"), "s",
+                   [target("max(time() - llm_exporter_directory_last_success_timestamp_seconds)",
+                           fmt=None)],
+                   color_mode="value",
+                   thresholds=steps(("green", None), ("orange", 600), ("red", 3600)))))
+    return dashboard(
+        t, uid(UID_SRE, t.lang), t("sre.title"), t("sre.description"),
+        g.panels, [datasource_variable(t)], time_from="now-24h", timezone="utc")

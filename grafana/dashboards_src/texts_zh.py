@@ -1,0 +1,212 @@
+"""The dashboards' Simplified Chinese texts. Same keys as texts_en.py (a test checks it).
+
+Wording follows the PRD (shared/seeds/000): 租户, 成员, 智能体, 工作流, 对话工作流,
+调用者归属, Token消耗, 热度指标 / 成本指标, 查看全部, and its column names (模型名称,
+Token总消耗, 输入Token, 输出Token, 消耗占比, 创建时间, 创建人, 排行).
+"""
+
+TEXTS: dict[str, str] = {
+    # -- shared sentences --------------------------------------------------------------------
+    "common.caller": "调用者归属：仅统计当前租户成员（调用者）所产生的Token消耗。",
+    "common.heat": "统计全平台（含租户外）。",
+    "common.cost": "仅统计当前租户成员消耗。",
+    "common.range": "所选时间范围内的精确值：时间范围结束时所有导出器（exporter）的计数器之和，"
+                    "减去开始时的同一和（导出器在新地址重启不会被重复计数）。",
+    "link.menu": "LLM Token",
+    "link.view_all": "查看全部",
+    # -- variables ---------------------------------------------------------------------------
+    "var.datasource.label": "数据源",
+    "var.datasource.description": "采集导出器指标的 Prometheus。",
+    "var.tenant.label": "租户",
+    "var.tenant.description": "目录中的租户（llm_member_info）。该变量不做租户隔离：见文档。",
+    "var.search.label": "搜索",
+    "var.search.description": "在浏览器中筛选表格的行：不区分大小写，按字面匹配（不支持通配符）；"
+                              "匹配名称或ID（成员还匹配邮箱、mis和手机号，需导出器开启导出）。"
+                              "搜索内容不会发送给 Prometheus。",
+    # -- column headers ----------------------------------------------------------------------
+    "col.tokens": "Token消耗",
+    "col.total": "Token总消耗",
+    "col.input": "输入Token",
+    "col.output": "输出Token",
+    "col.share": "消耗占比",
+    "col.model": "模型名称",
+    "col.agent": "智能体名称",
+    "col.workflow": "工作流名称",
+    "col.member": "成员",
+    "col.tenant": "租户",
+    "col.rank": "排行",
+    "col.created_at": "创建时间",
+    "col.creator": "创建人",
+    "col.conversations": "对话次数",
+    "col.users": "用户数",
+    "col.runs": "运行次数",
+    # -- §1 tenant overview ------------------------------------------------------------------
+    "overview.title": "LLM Token：数据总览",
+    "overview.description": "单个租户的核心资源消耗分析（views.md §1）：按智能体、工作流、模型和"
+                            "成员统计的调用者归属Token与费用。",
+    "overview.agent_tokens.title": "智能体Token消耗",
+    "overview.agent_tokens.description":
+        "{@common.caller}统计当前租户成员在调用智能体时，该智能体自身及其调用的工作流、工具和子智能体"
+        "所产生的所有Token消耗总和。智能体底层的「对话工作流」产生的Token消耗归到这个智能体本身，"
+        "不作为单独的工作流统计。智能体运行工作流时与「工作流Token消耗」重叠：两张卡片不可相加。"
+        "{@common.range}",
+    "overview.workflow_tokens.title": "工作流Token消耗",
+    "overview.workflow_tokens.description":
+        "{@common.caller}统计当前租户成员在调用工作流时，该工作流运行所产生的所有Token消耗总和"
+        "（按最外层工作流计）。智能体的「对话工作流」在此不算工作流：其Token消耗归到智能体。"
+        "智能体运行工作流时与「智能体Token消耗」重叠：两张卡片不可相加。{@common.range}",
+    "overview.total_tokens.title": "Token总消耗",
+    "overview.total_tokens.description":
+        "{@common.caller}当前租户成员所有模型调用的全部Token（输入 + 输出），无论是否在智能体或"
+        "工作流中。{@common.range}",
+    "overview.cost.title": "费用（美元）",
+    "overview.cost.description":
+        "{@common.caller}「Token总消耗」按价格目录计算的费用（输入、输出、缓存读取和缓存写入分别"
+        "计价）。价格目录中没有的模型不产生费用。{@common.range}",
+    "overview.model_top.title": "模型消耗分析 Top 10",
+    "overview.model_top.description":
+        "{@common.caller}统计当前租户成员消耗各模型的Token用量（输入 + 输出），取前10。"
+        "{@common.range}",
+    "overview.agent_top.title": "智能体消耗分析 Top 10",
+    "overview.agent_top.description":
+        "{@common.caller}统计当前租户成员消耗各智能体的Token用量（按最外层智能体：其自身调用、"
+        "对话工作流及其调用的工作流和工具），包括其他租户的智能体；取前10。目录中没有的智能体显示"
+        "其ID。{@common.range}",
+    "overview.workflow_top.title": "工作流消耗分析 Top 10",
+    "overview.workflow_top.description":
+        "{@common.caller}统计当前租户成员消耗各工作流的Token用量（按最外层工作流运行）；智能体的"
+        "「对话工作流」不在此展示，其Token消耗归到智能体。取前10。{@common.range}",
+    "overview.member_top.title": "成员Token消耗 Top 10",
+    "overview.member_top.description":
+        "{@common.caller}当前租户成员中Token消耗（输入 + 输出）排名前10的成员。{@common.range}",
+    # -- §2 tenant assets --------------------------------------------------------------------
+    "assets.title": "LLM Token：租户资产明细",
+    "assets.description": "租户拥有的智能体和工作流（views.md §2）：热度指标统计全平台，"
+                          "Token消耗（成本指标）列仅统计当前租户成员。",
+    "assets.heat.range": "{@common.heat}所选时间范围内。",
+    "assets.heat.ever": "{@common.heat}历史累计的不同调用者数（不受时间范围限制）。",
+    "assets.cost.range": "{@common.cost}所选时间范围内。",
+    "assets.agents.title": "智能体列表",
+    "assets.agents.description":
+        "当前租户拥有的所有智能体（来自目录）。对话次数和用户数是热度指标：{@common.heat}"
+        "对话次数为所选时间范围内的智能体调用次数（对话轮次，含子智能体）；用户数为历史累计的不同"
+        "调用者数。Token消耗是成本指标：{@common.cost}为所选时间范围内该智能体的Token（其自身调用、"
+        "对话工作流及其调用的工作流和工具）。{@common.range}",
+    "assets.workflows.title": "工作流列表",
+    "assets.workflows.description":
+        "当前租户拥有的所有工作流（来自目录；对话工作流属于其智能体，不会列出）。运行次数是热度指标："
+        "{@common.heat}运行次数为所选时间范围内的工作流运行次数（含嵌套运行）。Token消耗是成本指标："
+        "{@common.cost}为所选时间范围内以该工作流为最外层工作流的运行所产生的Token。{@common.range}",
+    # -- §3 drill-down -----------------------------------------------------------------------
+    "drilldown.title": "LLM Token：消耗分析明细",
+    "drilldown.description": "数据总览中「查看全部」的目标（views.md §3）：租户的所有模型、智能体、"
+                             "工作流和成员的Token总消耗、输入Token和输出Token，可排序、可搜索。",
+    "drilldown.search_note": "搜索：在浏览器中筛选行（不区分大小写，按字面匹配），不会改变查询。",
+    "drilldown.share.formula": "消耗占比 = 该模型的Token总消耗 / 当前租户在筛选时间内所有模型的"
+                               "Token总消耗 × 100（搜索不改变分母）。",
+    "drilldown.rank.description": "按筛选时间内的Token总消耗降序排列、在当前租户全部成员中的排名；"
+                                  "搜索只隐藏行，不改变排名。",
+    "drilldown.model.title": "模型消耗明细",
+    "drilldown.model.description":
+        "{@common.caller}当前租户成员在筛选时间内使用的所有模型：Token总消耗（输入 + 输出）、"
+        "输入Token、输出Token，以及该模型的消耗占比。{@drilldown.share.formula}"
+        "{@drilldown.search_note}按模型名称模糊搜索。{@common.range}",
+    "drilldown.agent.title": "智能体消耗明细 (Token)",
+    "drilldown.agent.description":
+        "{@common.caller}当前租户成员在筛选时间内使用的所有智能体（包括其他租户拥有的智能体）："
+        "Token总消耗（输入 + 输出）、输入Token、输出Token；创建时间和创建人来自目录（创建人显示为"
+        "其在智能体所属租户中的名称；目录中没有的智能体显示其ID，没有创建人）。智能体的Token包括其"
+        "自身调用以及其对话工作流、调用的工作流和工具。{@drilldown.search_note}"
+        "按智能体名称或ID模糊搜索。{@common.range}",
+    "drilldown.workflow.title": "工作流消耗明细 (Token)",
+    "drilldown.workflow.description":
+        "{@common.caller}当前租户成员在筛选时间内运行的所有工作流（按最外层工作流计；智能体的"
+        "对话工作流不会出现）：Token总消耗（输入 + 输出）、输入Token、输出Token；创建时间和创建人"
+        "来自目录（创建人显示为其在工作流所属租户中的名称）。{@drilldown.search_note}"
+        "按工作流名称或ID模糊搜索。{@common.range}",
+    "drilldown.member.title": "成员Token消耗排行",
+    "drilldown.member.description":
+        "{@common.caller}当前租户中在筛选时间内有Token消耗的所有成员，按Token总消耗（输入 + 输出）"
+        "降序排列。{@drilldown.search_note}按成员名称、邮箱、mis、手机号（联系方式需导出器开启导出）"
+        "或ID模糊搜索；排行仍是该成员在全部成员中的位置。{@common.range}",
+    # -- §4 SRE ------------------------------------------------------------------------------
+    "sre.title": "LLM Token：用量与成本治理",
+    "sre.description": "平台SRE视图（views.md §4）：今日和本月用量、Token速率、费用、Top租户和"
+                       "成员、错误、缓存以及归属健康度。日和月均按UTC计算。",
+    "sre.calendar_note": "与仪表盘的时间范围无关：统计到时间范围的结束时刻（范围结束于现在时即为"
+                         "现在），起点由查询自行确定（UTC零点、每月1日），因此绝对时间范围显示其结束"
+                         "时刻所在的那一天或那个月。",
+    "sre.today.title": "今日Token消耗",
+    "sre.today.description": "所有租户自今日00:00 UTC起的已归属Token（输入 + 输出），精确值。"
+                             "{@sre.calendar_note}",
+    "sre.today_vs_yesterday.title": "今日较昨日",
+    "sre.today_vs_yesterday.description":
+        "今日Token与昨日同一时段（00:00 UTC至当前时刻）相比的变化（%）：(今日 − 昨日) / 昨日 × "
+        "100。昨日没有消耗时为空。{@sre.calendar_note}",
+    "sre.month.title": "本月Token消耗",
+    "sre.month.description": "所有租户自本月1日00:00 UTC起的已归属Token（输入 + 输出），精确值。"
+                             "{@sre.calendar_note}",
+    "sre.month_vs_last.title": "本月较上月",
+    "sre.month_vs_last.description":
+        "本月Token与上月同期相比的变化（%）：从上月1日00:00 UTC到上月同一日的同一时刻（上月没有"
+        "这一天时取上月最后一天：3月31日对比2月1日至28日）。上月没有消耗时为空。"
+        "{@sre.calendar_note}",
+    "sre.cost_hour.title": "近1小时费用",
+    "sre.cost_hour.description": "所有租户的已归属Token在时间范围结束前1小时内的费用（美元，即当前"
+                                 "每小时的费用），按价格目录计算的精确值；与时间范围的起点无关。",
+    "sre.forecast.title": "月末费用预测",
+    "sre.forecast.description": "本月截至目前的费用按线性外推到月末：自1日（00:00 UTC）起的费用 ÷ "
+                                "已过去的时间 × 当月长度。仅为趋势，不是账单。{@sre.calendar_note}",
+    "sre.rate.title": "各模型Token速率",
+    "sre.rate.description": "各模型每秒的已归属Token（输入 + 输出），所有租户：$__rate_interval "
+                            "上的 rate。不含未归属Token（见归属健康度面板）。",
+    "sre.rate.axis": "Token/秒",
+    "sre.cost_share.title": "各模型费用占比",
+    "sre.cost_share.description": "所选时间范围内各模型在所有租户已归属Token费用（美元）中的占比，"
+                                  "精确值。未定价的模型没有费用，不会出现。{@common.range}",
+    "sre.services.title": "服务使用量",
+    "sre.services.description":
+        "所选时间范围内各服务的Token和调用次数（所有租户），精确值。智能体服务：智能体调用的Token"
+        "（智能体自身的调用、对话工作流、调用的工具（算子）和工作流）以及智能体调用次数（对话轮次，"
+        "所有调用者）。工作流服务：工作流运行的Token和运行次数（所有调用者）。模型调用：所有已归属的"
+        "模型调用。工具和助手没有单独的指标：工具的Token计入调用它的智能体，助手就是智能体。Token按"
+        "调用者归属统计；调用次数和运行次数统计所有调用者。{@common.range}",
+    "sre.services.agent_tokens": "智能体Token",
+    "sre.services.agent_invocations": "智能体调用次数",
+    "sre.services.workflow_tokens": "工作流Token",
+    "sre.services.workflow_runs": "工作流运行次数",
+    "sre.services.model_calls": "模型调用次数",
+    "sre.top_tenants.title": "Top 10 租户",
+    "sre.top_tenants.description": "所选时间范围内成员消耗已归属Token（输入 + 输出）最多的10个"
+                                   "租户，精确值。",
+    "sre.top_members.title": "Top 10 成员",
+    "sre.top_members.description": "所选时间范围内消耗已归属Token（输入 + 输出）最多的10个成员"
+                                   "（任意租户），精确值；属于多个租户的成员每个租户一行。",
+    "sre.errors.title": "各模型错误率",
+    "sre.errors.description": "所选时间范围内各模型结果为错误（span 状态为 ERROR 或带 error.type）"
+                              "的调用占比，所有租户：错误数 / 调用数 × 100。暂无延迟分位数"
+                              "（p50/p95/p99）：导出器尚未导出 span 时长直方图。",
+    "sre.cache.title": "各模型缓存读取占比",
+    "sre.cache.description": "所选时间范围内各模型的输入Token中读取自服务商提示缓存的占比，所有"
+                             "租户：缓存读取Token / 输入Token × 100（缓存Token是输入的一部分）。",
+    "sre.unattributed.title": "未归属Token（按原因）",
+    "sre.unattributed.description": "所选时间范围内未计入任何租户成本指标的Token，按原因："
+                                    "no_caller（span 及其祖先上没有用户ID）、not_member（调用者"
+                                    "不是该租户的成员）、ambiguous_tenant（未指定租户且调用者属于"
+                                    "多个租户）。",
+    "sre.unpriced.title": "未定价Token（按模型）",
+    "sre.unpriced.description": "所选时间范围内价格目录中没有的模型的已归属Token：它们没有费用。"
+                                "请把该模型加入价格目录。",
+    "sre.rejected.title": "被拒绝的Span（按原因）",
+    "sre.rejected.description": "所选时间范围内导出器拒绝的Span（计数后跳过，从不归属），按原因。",
+    "sre.unattributed_share.title": "未归属占比",
+    "sre.unattributed_share.description": "所选时间范围内未归属Token / (已归属 + 未归属Token) × "
+                                          "100。上升说明目录过期，或埋点缺少用户或租户ID。",
+    "sre.duplicates.title": "重复Span",
+    "sre.duplicates.description": "所选时间范围内被再次投递（OTLP 客户端重试）且只计一次的Span。",
+    "sre.pending.title": "待处理Trace",
+    "sre.pending.description": "当前仍在等待其祖先Span的Trace数，所有导出器之和。",
+    "sre.directory_age.title": "目录数据时效",
+    "sre.directory_age.description": "距目录（成员和资产）上次成功加载的时间，当前值；取所有导出器"
+                                     "中最久的。目录过期会使新成员和新资产归属错误。",
+}
