@@ -1,4 +1,4 @@
-"""The attribution rules of ``shared/spec/attribution.md``, as pure functions.
+"""The attribution rules R1-R9 (``docs/attribution.md``), as pure functions.
 
 No I/O, no clock, no state: a normalised usage span and its ancestors, a directory and a
 price catalog in; an attributed event (or the reason it cannot be attributed) and heat

@@ -47,7 +47,7 @@ def member_search(member, *, include_contact: bool) -> str:
 
 
 class TokenCollector(Collector):
-    """Yields every family of contract.md from a snapshot of the ledger and the directory."""
+    """Yields every metric family from a snapshot of the ledger and the directory."""
 
     def __init__(
         self,

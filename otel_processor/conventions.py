@@ -1,7 +1,7 @@
 """Span attributes -> one normalised :class:`SpanRecord`.
 
 This module is the only place that knows attribute names. The tables below mirror
-``shared/spec/conventions.md`` row by row; the first attribute present wins.
+``docs/conventions.md`` row by row; the first attribute present wins.
 Resource attributes are merged *under* span attributes (a span's own value wins); caller
 and tenant from the resource are kept apart, as a fallback once no span of the chain names
 one (see ``attribution._nearest``).

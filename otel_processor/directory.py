@@ -1,8 +1,8 @@
 """The directory model: tenants, their members, and the assets (agents, workflows) they own.
 
 A :class:`Directory` is an immutable snapshot, shared between threads without a lock.
-:func:`parse_directory` validates an already decoded YAML/JSON document (``contract.md``,
-"Directory") and names the offending field. This module does no I/O and imports no I/O
+:func:`parse_directory` validates an already decoded YAML/JSON document (the format:
+``docs/directory.md``) and names the offending field. This module does no I/O and imports no I/O
 library: reading, decoding and refreshing a directory is :mod:`otel_processor.directory_source`.
 Attribution (R3, R5, R6) only reads a directory.
 """
@@ -22,7 +22,7 @@ KIND_ASSISTANT = "assistant"
 KIND_WORKFLOW = "workflow"
 KIND_CHATFLOW = "chatflow"
 _MEMBER_EXTRAS = ("email", "mis", "phone", "avatar_url")
-# The keys each mapping of the document may have (contract.md); any other is refused.
+# The keys each mapping of the document may have (docs/directory.md); any other is refused.
 _ROOT_KEYS = ("tenants", "agents", "workflows")
 _TENANT_KEYS = ("id", "name", "members")
 _MEMBER_KEYS = ("id", "name", *_MEMBER_EXTRAS)

@@ -1,4 +1,4 @@
-"""The metric catalogue of ``shared/spec/contract.md``: names, labels, help texts.
+"""The metric catalogue (the README's metrics section): names, labels, help texts.
 
 Counters are keyed by tuples in label order. ``free`` marks the label positions that carry
 ids (unbounded in principle); past a metric's series cap they are replaced by

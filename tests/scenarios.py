@@ -1,6 +1,6 @@
 """Known scenarios built with the real OpenTelemetry SDK, shared by the tests.
 
-``worked_example`` is the public example of ``shared/spec/attribution.md``, span for span.
+``worked_example`` is the rules' public worked example (``docs/attribution.md``), span for span.
 """
 
 from __future__ import annotations
