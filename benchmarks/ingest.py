@@ -1,7 +1,7 @@
 """The service's figures: ingest throughput, /metrics time, memory under steady load.
 
     python benchmarks/ingest.py throughput [--batches 120] [--clients 4]
-    python benchmarks/ingest.py metrics [--series 10000]
+    python benchmarks/ingest.py metrics [--series 10000] [--under-load]
     python benchmarks/ingest.py memory [--seconds 600] [--rate SPANS_PER_S]
 
 throughput: 512-span protobuf batches (the demo workload's shapes) POSTed by several client
@@ -150,16 +150,62 @@ def metrics(args) -> None:
             ledger.add(("llm_member_tokens", (f"t{i % 50}", f"m{i // 2}", types[i % 2]), i + 1)
                        for i in range(args.series))
             session = requests.Session()
-            times = []
-            for _ in range(10):
-                start = time.perf_counter()
-                body = session.get(running.url + "/metrics", timeout=30).content
-                times.append(time.perf_counter() - start)
+
+            def scrapes(n: int) -> tuple[list[float], bytes]:
+                times, body = [], b""
+                for _ in range(n):
+                    start = time.perf_counter()
+                    body = session.get(running.url + "/metrics", timeout=30).content
+                    times.append(time.perf_counter() - start)
+                return times, body
+
+            idle, body = scrapes(10)
+            loaded = []
+            if args.under_load:
+                # full ingest load from another process while scraping, interleaved with
+                # idle rounds so that drift hits both alike
+                import subprocess
+
+                loader = subprocess.Popen([sys.executable, __file__, "_load", running.url,
+                                           str(args.clients)], cwd=ROOT)
+                try:
+                    time.sleep(3)  # the loader builds its payloads, then posts
+                    loaded, _ = scrapes(10)
+                finally:
+                    loader.terminate()
+                    loader.wait(30)
         finally:
             running.stop()
     print(f"/metrics with {args.series} member series (+ the fixed families): "
-          f"{len(body) / 1e6:.2f} MB, median {statistics.median(times) * 1000:.0f} ms, "
-          f"max {max(times) * 1000:.0f} ms (target <= 250 ms)")
+          f"{len(body) / 1e6:.2f} MB; idle: median {statistics.median(idle) * 1000:.0f} ms, "
+          f"max {max(idle) * 1000:.0f} ms")
+    if loaded:
+        print(f"during full ingest load ({args.clients} client threads in another process): "
+              f"median {statistics.median(loaded) * 1000:.0f} ms, "
+              f"max {max(loaded) * 1000:.0f} ms; ratio to idle "
+              f"{statistics.median(loaded) / statistics.median(idle):.2f} x (target <= 2)")
+
+
+def _load(url: str, clients: int) -> None:
+    """Post distinct batches as fast as the server takes them, until terminated."""
+    bodies = make_batches(40, seed=7)
+    templates = [trace_service_pb2.ExportTraceServiceRequest.FromString(b) for b in bodies]
+    counter = iter(range(10**12))
+    lock = threading.Lock()
+
+    def client() -> None:
+        session = requests.Session()
+        while True:
+            with lock:
+                n = next(counter)
+                body = _renewed(templates[n % len(templates)], n + 1_000_000)
+            session.post(url + "/v1/traces", data=body, headers=HEADERS, timeout=60)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def _rss_mb(pid: int) -> float:
@@ -264,10 +310,16 @@ def main() -> None:
     t.add_argument("--clients", type=int, default=4)
     m = sub.add_parser("metrics")
     m.add_argument("--series", type=int, default=10_000)
+    m.add_argument("--under-load", action="store_true",
+                   help="also scrape during full ingest load from another process")
+    m.add_argument("--clients", type=int, default=4)
     r = sub.add_parser("memory")
     r.add_argument("--seconds", type=int, default=600)
     r.add_argument("--rate", type=float, default=None)
     r.add_argument("--pool", type=int, default=200)
+    if sys.argv[1:2] == ["_load"]:  # the load generator of `metrics --under-load`
+        _load(sys.argv[2], int(sys.argv[3]))
+        return
     args = parser.parse_args()
     {"throughput": throughput, "metrics": metrics, "memory": memory}[args.what](args)
 
