@@ -1,19 +1,30 @@
 """What Grafana does with a dashboard panel, for the tests: the committed JSON, the
-variables substituted into each query, the queries sent to a real Prometheus, and the
-panel's transformations applied to the results.
+variables substituted into each query, the queries sent to a real Prometheus, and what
+the panel shows.
 
-The transformations are emulated here, by hand (:func:`transform`, and nothing else
-calls the emulation): that one function is to be replaced by Grafana's own
-``@grafana/data`` (tests/grafana_js). Everything Prometheus computes is real.
+Prometheus computes every number; Grafana's own code does the rest: the answers become
+the data frames of Grafana's Prometheus data source (:func:`tests.grafana_frames.panel_frames`)
+and the panel's transformations and field config run through ``@grafana/data`` 11.6 in
+Node (:func:`tests.grafana_frames.apply_transformations`, one Node process for the test
+session): :func:`show` sends a whole list of panels in one request. Nothing here emulates
+a transformation.
+
+The stat cards of the tests that read :func:`value` take Prometheus's answer as it is: a
+stat has no transformation, and its one instant value is the number it shows (the
+oracle, :mod:`tests.dashboard_oracle`, reads every range panel through Grafana, stats
+included).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import grafana_frames as gf
 from tests.prom import Prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +74,8 @@ def panel_range(p: dict, view: View) -> tuple[float, float]:
     return view.at - view.range_s, view.at
 
 
+# -- The queries ------------------------------------------------------------------------------
+
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)(?::([^}]+))?\}")
 
 
@@ -93,124 +106,122 @@ def interpolate(expr: str, start: float, end: float, view: View) -> str:
     return _substitute(expr, values)
 
 
+def exprs(p: dict, view: View) -> dict[str, str]:
+    """refId -> the query Grafana sends."""
+    start, end = panel_range(p, view)
+    return {t["refId"]: interpolate(t["expr"], start, end, view) for t in p["targets"]}
+
+
 def run(prom: Prometheus, p: dict, view: View) -> dict[str, list[dict]]:
     """Every target of the panel, as an instant query at the range's end: refId ->
     Prometheus's result."""
+    return {ref: prom.query(expr, view.at) for ref, expr in exprs(p, view).items()}
+
+
+def run_range(prom: Prometheus, p: dict, view: View, step: int) -> dict[str, list[dict]]:
+    """Every target as a range query over the panel's range, every ``step`` seconds (a time
+    series panel's request): refId -> Prometheus's matrix."""
     start, end = panel_range(p, view)
-    return {t["refId"]: prom.query(interpolate(t["expr"], start, end, view), end)
-            for t in p["targets"]}
+    return {ref: prom.query_range(expr, start, end, step)
+            for ref, expr in exprs(p, view).items()}
 
 
-# -- The transformations (emulated) -----------------------------------------------------------
+# -- What the panel shows (Grafana's own code) ------------------------------------------------
 
 
-def _interpolate_options(value, variables: dict[str, str]):
-    """Transformation options with the dashboard variables substituted in every string
-    (raw format), as Grafana does before a transformation runs."""
-    if isinstance(value, str):
-        return _substitute(value, variables)
-    if isinstance(value, list):
-        return [_interpolate_options(v, variables) for v in value]
-    if isinstance(value, dict):
-        return {k: _interpolate_options(v, variables) for k, v in value.items()}
-    return value
+def job(prom: Prometheus, p: dict, view: View, *, step: int | None = None) -> dict:
+    """The panel as Grafana's frontend receives it: the frames of its queries' answers (an
+    instant request, or a range one every ``step`` seconds), its transformations and field
+    config, the dashboard's variables for the transformations' options."""
+    sent = exprs(p, view)
+    results = run(prom, p, view) if step is None else run_range(prom, p, view, step)
+    frames = gf.panel_frames(p["targets"], results, exprs=sent)
+    return gf.panel_job(p, frames, variables={"search": view.search, "tenant": view.tenant})
 
 
-def _matches(matcher: dict, cell) -> bool:
-    """A value matcher of "Filter data by values"."""
-    options = matcher["options"]
-    if matcher["id"] == "substring":  # "Contains substring", case-insensitive (11.6)
-        if options["value"] == "":
-            return True
-        return isinstance(cell, str) and bool(cell) and options["value"].lower() in cell.lower()
-    raise AssertionError(f"matcher {matcher['id']} is not emulated")
+def show(prom: Prometheus, panels: Iterable[tuple[dict, View]]) -> list[list[dict]]:
+    """Each (panel, view)'s output frames, after its transformations and field config: one
+    request to Node for them all."""
+    return gf.apply_transformations([job(prom, p, view) for p, view in panels])
 
 
-def _frames(results: dict[str, list[dict]]) -> list[tuple[set, list[dict]]]:
-    """Each query a table: one column per label, "Value" or "Value #<refId>"."""
-    multi = len(results) > 1
-    frames = []
-    for ref, result in results.items():
-        if not result:
-            continue
-        cols = sorted(set().union(*(r["metric"] for r in result)) - {"__name__"})
-        value = f"Value #{ref}" if multi else "Value"
-        frames.append((set(cols), [
-            {**{c: r["metric"].get(c, "") for c in cols}, value: float(r["value"][1])}
-            for r in result]))
-    return frames
+def table(frames: Sequence[dict]) -> list[dict]:
+    """A table's (or bar chart's) rows, {column header: value}, left to right; none when
+    the transformations leave no frame ("No data": organize drops the field-less frame of
+    an empty answer). A panel whose transformations leave several frames would show a
+    frame picker: there is at most one."""
+    assert len(frames) <= 1, f"{len(frames)} frames: {[gf.columns(f) for f in frames]}"
+    return gf.rows(frames[0]) if frames else []
 
 
-def transform(p: dict, results: dict[str, list[dict]], view: View) -> list[dict]:
-    """A table or bar chart as Grafana shows it: the queries' tables merged on their
-    shared columns, then the panel's transformations in order (sort, calculated fields,
-    filter by value, organize)."""
-    frames = _frames(results)
-    if not frames:
-        return []
-    keys = sorted(set.intersection(*(cols for cols, _ in frames)))
-    merged: dict[tuple, dict] = {}
-    for _, frame in frames:
-        for row in frame:
-            into = merged.setdefault(tuple(row[k] for k in keys), {})
-            clash = {k for k in row if k in into and into[k] != row[k]}
-            assert not clash, f"merge would split a row on {clash}: {into} / {row}"
-            into.update(row)
-    table = list(merged.values())
-    variables = {"search": view.search, "tenant": view.tenant}
-    org = {"renameByName": {}, "excludeByName": {}, "indexByName": {}}
-    for step in p.get("transformations", []):
-        opts = _interpolate_options(step["options"], variables)
-        if step["id"] == "merge":
-            continue  # done above (a single frame also passes through unchanged)
-        if step["id"] == "sortBy":
-            (sort,) = opts["sort"]
-            table.sort(key=lambda r, f=sort["field"]: r.get(f, float("-inf")),
-                       reverse=sort["desc"])
-        elif step["id"] == "calculateField" and opts["mode"] == "index":
-            for i, row in enumerate(table):
-                row[opts["alias"]] = i
-        elif step["id"] == "calculateField" and opts["mode"] == "binary":
-            left = opts["binary"]["left"]["matcher"]["options"]
-            assert opts["binary"]["operator"] == "+"
-            for row in table:
-                row[opts["alias"]] = row[left] + float(opts["binary"]["right"]["fixed"])
-        elif step["id"] == "filterByValue":
-            assert opts["type"] == "include" and opts["match"] == "any"
-            fields = set().union(*table) if table else set()  # the merged frame's fields
-            table = [row for row in table if any(
-                f["fieldName"] in fields and _matches(f["config"], row.get(f["fieldName"]))
-                for f in opts["filters"])]
-        elif step["id"] == "organize":
-            org = opts
-        else:
-            raise AssertionError(f"transformation {step['id']} is not emulated")
-    produced = set().union(*table) if table else set()
-    unknown = set(org.get("indexByName", {})) - produced
-    assert not unknown or not table, f"organize orders fields no query returns: {unknown}"
-    position = org.get("indexByName", {})
+def bar_list(p: dict, frames: Sequence[dict]) -> list[tuple[str, float]]:
+    """A horizontal bar chart: (y label, x value), top to bottom."""
+    x_field = p["options"]["xField"]
     out = []
-    for row in table:
-        kept = sorted((k for k in row if not org["excludeByName"].get(k)),
-                      key=lambda k: position.get(k, len(position)))
-        out.append({org["renameByName"].get(k, k): row[k] for k in kept})
+    for row in table(frames):
+        label = row.pop(x_field)
+        (value,) = row.values()
+        out.append((label, value))
     return out
 
 
-# -- Reading a panel --------------------------------------------------------------------------
+def series(frames: Sequence[dict]) -> dict[str, float]:
+    """A stat's, bar gauge's or pie chart's values: {display name: last value}, one per
+    number field (one per series)."""
+    out: dict[str, float] = {}
+    for frame in frames:
+        for f in frame["fields"]:
+            if f["type"] == "number" and f["values"]:
+                assert f["displayName"] not in out, f["displayName"]
+                out[f["displayName"]] = f["values"][-1]
+    return out
+
+
+def single(frames: Sequence[dict]) -> float | None:
+    """A stat of one series: its value, None when the query returned nothing."""
+    shown = series(frames)
+    assert len(shown) <= 1, shown
+    return next(iter(shown.values()), None)
+
+
+def lines(frames: Sequence[dict]) -> dict[str, list[tuple[float, float]]]:
+    """A time series panel: {display name (the legend): [(time in s, value)]}."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for frame in frames:
+        (time,) = [f for f in frame["fields"] if f["type"] == "time"]
+        for f in frame["fields"]:
+            if f["type"] == "number":
+                assert f["displayName"] not in out, f["displayName"]
+                out[f["displayName"]] = [(t / 1000, v) for t, v in
+                                         zip(time["values"], f["values"], strict=True)
+                                         if v is not None and not math.isnan(v)]
+    return out
 
 
 def rows(prom: Prometheus, p: dict, view: View) -> list[dict]:
     """A table panel's rows (or a bar chart's bars) as the viewer sees them."""
-    return transform(p, run(prom, p, view), view)
+    (frames,) = show(prom, [(p, view)])
+    return table(frames)
+
+
+def rows_of(prom: Prometheus, panels: Iterable[tuple[dict, View]]) -> list[list[dict]]:
+    """:func:`rows` of many panels, in one request to Node."""
+    return [table(frames) for frames in show(prom, panels)]
 
 
 def bars(prom: Prometheus, p: dict, view: View) -> list[tuple[str, float]]:
     """A horizontal bar chart: (y label, x value), top to bottom."""
-    x_field = p["options"]["xField"]
-    (value_field,) = [name for name in p["transformations"][-1]["options"]["renameByName"]
-                      .values() if name != x_field]
-    return [(r[x_field], r[value_field]) for r in rows(prom, p, view)]
+    (frames,) = show(prom, [(p, view)])
+    return bar_list(p, frames)
+
+
+def shown_series(prom: Prometheus, p: dict, view: View) -> dict[str, float]:
+    """:func:`series` of one panel: a bar gauge's bars or a pie's slices by name."""
+    (frames,) = show(prom, [(p, view)])
+    return series(frames)
+
+
+# -- Prometheus's answers, for the stats (no transformation) -----------------------------------
 
 
 def value(results: dict[str, list[dict]], ref: str = "A") -> float | None:
@@ -219,7 +230,3 @@ def value(results: dict[str, list[dict]], ref: str = "A") -> float | None:
         return None
     assert len(result) == 1, result
     return float(result[0]["value"][1])
-
-
-def by_label(results: dict[str, list[dict]], label: str, ref: str = "A") -> dict[str, float]:
-    return {r["metric"][label]: float(r["value"][1]) for r in results[ref]}

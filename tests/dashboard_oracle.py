@@ -1,11 +1,12 @@
 """What every range panel must show, computed from what was sent (never from the exporter).
 
-``expect(uid, title, ctx)`` gives a panel's numbers for a time range from an
+``ORACLE[(uid, title)](ctx)`` gives a panel's numbers for a time range from an
 :class:`Expected` (the calls, invocations, runs, unattributed tokens, rejected and
-duplicate spans, each with its time) and the directory; ``observe(prom, uid, title, view)``
-reads the same shape off the real Prometheus through the panel's queries and
-transformations. ``RANGE_PANELS`` are the panels whose queries use ``$__range``: the
-oracle knows each of them (a test checks it).
+duplicate spans, each with its time) and the directory; :func:`observe` reads the same
+shape off what the panel shows: the real Prometheus answers its queries, Grafana's own
+``@grafana/data`` applies its transformations and field config (all the panels of one
+check in one request to Node). :func:`range_panels` are the panels whose queries use
+``$__range``: the oracle knows each of them (a test checks it).
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ from tests.dashboard_grafana import (
     SRE,
     View,
     all_panels,
+    bar_list,
     panel,
-    rows,
-    run,
+    series,
+    show,
+    single,
+    table,
 )
 from tests.dashboard_world import PRICES, Expected
 
@@ -206,12 +210,12 @@ ORACLE: dict[tuple[str, str], Callable[[Ctx], object]] = {
     (DRILL, "Workflow consumption detail"):
         lambda c: _detail(c, "workflow", "Workflow", c.d.workflows),
     (DRILL, "Member ranking"): _member_ranking,
-    (SRE, "Service usage"): lambda c: {
-        "A": sum(u.tokens for u in c.calls() if u.agent),
-        "B": sum(1 for i in c.e.invocations if c.inside(i[0])),
-        "C": sum(u.tokens for u in c.calls() if u.workflow),
-        "D": sum(1 for r in c.e.runs if c.inside(r[0])),
-        "E": len(c.calls())},
+    (SRE, "Service usage"): lambda c: {  # by the names the stat shows (the legends)
+        "Agent tokens": sum(u.tokens for u in c.calls() if u.agent),
+        "Agent invocations": sum(1 for i in c.e.invocations if c.inside(i[0])),
+        "Workflow tokens": sum(u.tokens for u in c.calls() if u.workflow),
+        "Workflow runs": sum(1 for r in c.e.runs if c.inside(r[0])),
+        "Model calls": len(c.calls())},
     (SRE, "Cost share by model"):
         lambda c: {m: v for m, v in _sum_by(c.calls(), "model", _cost).items() if v > 0},
     (SRE, "Top tenants"): lambda c: _ranked(_sum_by(c.calls(), "tenant"), lambda k: k),
@@ -255,26 +259,27 @@ def range_panels() -> set[tuple[str, str]]:
 # -- Reading a panel the same way -------------------------------------------------------------
 
 
-def observe(prom, uid: str, title: str, view: View):
-    """The panel's numbers as the viewer reads them, in the oracle's shape."""
-    p = panel(uid, title)
-    if p["type"] == "table":
-        table = rows(prom, p, view)
-        if uid == ASSETS:  # Users is not a range number (distinct callers ever)
-            table = [{k: v for k, v in r.items() if k != "Users"} for r in table]
-        return table
-    if p["type"] == "barchart":
-        return [(r[p["options"]["xField"]], r["Tokens"]) for r in rows(prom, p, view)]
-    results = run(prom, p, view)
-    if p["type"] == "stat" and len(results) == 1:
-        (result,) = results.values()
-        assert len(result) <= 1, result
-        return float(result[0]["value"][1]) if result else None
-    if p["type"] == "stat":
-        return {ref: float(r[0]["value"][1]) for ref, r in results.items()}
-    (target,) = p["targets"]
-    label = target["legendFormat"].strip("{}")
-    return {r["metric"][label]: float(r["value"][1]) for r in results[target["refId"]]}
+def observe(prom, keys, view: View) -> dict[tuple[str, str], object]:
+    """Each panel's numbers as the viewer reads them, in the oracle's shape: a table's rows,
+    a bar chart's bars, a stat's value (or its values by name), a bar gauge's or a pie's
+    values by name. One request to Node for all of ``keys``."""
+    keys = sorted(keys)
+    panels = [panel(uid, title) for uid, title in keys]
+    out = {}
+    for (uid, title), p, frames in zip(keys, panels, show(prom, [(p, view) for p in panels]),
+                                       strict=True):
+        if p["type"] == "table":
+            got = table(frames)
+            if uid == ASSETS:  # Users is not a range number (distinct callers ever)
+                got = [{k: v for k, v in r.items() if k != "Users"} for r in got]
+        elif p["type"] == "barchart":
+            got = bar_list(p, frames)
+        elif p["type"] == "stat" and len(p["targets"]) == 1:
+            got = single(frames)
+        else:
+            got = series(frames)
+        out[(uid, title)] = got
+    return out
 
 
 def _close(a, b) -> bool:
@@ -300,9 +305,10 @@ def check(prom, e: Expected, d: Directory, view: View, keys=None) -> list[str]:
     """Every range panel (or those of ``keys``) against the oracle; the mismatches."""
     ctx = Ctx(e, d, view.at - view.range_s, view.at, view.tenant)
     wrong = []
-    for uid, title in sorted(keys or ORACLE):
+    shown = observe(prom, keys or ORACLE, view)
+    for uid, title in sorted(shown):
         want = ORACLE[(uid, title)](ctx)
-        got = observe(prom, uid, title, view)
+        got = shown[(uid, title)]
         if isinstance(want, dict) and title == "Unattributed tokens by reason":
             got = {k: v for k, v in (got or {}).items() if v}  # reasons with no tokens
         if not same(got, want, unordered=uid == ASSETS):

@@ -15,7 +15,8 @@ The timeline:
 - a second tenant, initech, with a call every 6 h since August and a dense mix of calls in
   the last 7 h: more than 10 agents and members, a chat workflow, an agent missing from the
   directory, an acme agent, cache reads, errors, an unpriced model, a rejected span,
-  unattributed calls, and series first created inside the range.
+  unattributed calls, streamed calls that report a time to first token, and series first
+  created inside the range.
 
 Expected numbers come from attribution.md (worked example) and from a plain sum over the
 calls' own token counts (:class:`Expected`), never from the exporter's output.
@@ -170,6 +171,7 @@ class Call:
     cache_read: int = 0
     error: bool = False
     tenant: str | None = "initech"
+    ttft: float | None = None  # a streamed call's time to first token, in seconds
 
     def emit(self, tracer: Tracer) -> None:
         attrs = caller(self.caller, self.tenant) if self.caller else {"tenant.id": self.tenant}
@@ -187,6 +189,8 @@ class Call:
                 extra["gen_ai.usage.cache_read.input_tokens"] = self.cache_read
             if self.error:
                 extra["error.type"] = "timeout"
+            if self.ttft is not None:
+                extra["gen_ai.server.time_to_first_token"] = self.ttft
             chat(tracer, self.model, self.input, self.output, **extra)
 
     def expect(self, e: Expected) -> None:
@@ -279,7 +283,8 @@ def _dense() -> Iterator[Call]:
         inp = 300 + 37 * i + 11 * (i % 11) ** 2
         yield Call(at, _DENSE_MEMBERS[i % 11], model, inp, 20 + 3 * i, agent=agent_id,
                    chatflow=agent_id == "tps-helper", workflow=wf,
-                   cache_read=inp // 4 if cached else 0, error=i % 7 == 3)
+                   cache_read=inp // 4 if cached else 0, error=i % 7 == 3,
+                   ttft=0.15 + 0.05 * (i % 7) if i % 2 else None)
     yield Call(T0 - 4.5 * H - 20 * 60 + 30, "samir", "gpt-4o-mini", 400, 40, agent="faq-bot")
     yield Call(T0 - 20 * 60 + 30, "drew", "gpt-4o-mini", 2500, 250, agent="faq-bot")
     yield Call(T0 - 1.75 * H + 30, "nina", "gpt-4o", 3000, 300, agent=UNLISTED_AGENT)

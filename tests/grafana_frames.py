@@ -15,8 +15,9 @@ Two halves:
 
 2. :func:`apply_transformations` runs panels' ``transformations`` (and, when given, their
    ``fieldConfig`` through ``applyFieldOverrides``) with ``@grafana/data`` 11.6, the package
-   Grafana's frontend is built from, in one Node process for a whole batch of panels
-   (``tests/grafana_js/run.cjs``; its header documents the JSON contract).
+   Grafana's frontend is built from, a whole batch of panels per request to one Node
+   process that the test session keeps (``tests/grafana_js/run.cjs --serve``; its header
+   documents the JSON contract).
 
 Needs Node (>= 18) and npm on PATH: the first use runs ``npm ci`` in tests/grafana_js when
 its node_modules is missing or older than its package-lock.json (under a file lock, so
@@ -27,14 +28,17 @@ missing Grafana must not look like a pass.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import json
 import math
 import os
 import re
+import select
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -348,8 +352,81 @@ def _decode(frames: list[dict]) -> list[dict]:
     return frames
 
 
+class _Worker:
+    """One Node process running ``run.cjs --serve`` for the whole test session (started on
+    first use, again if it died): a Node start and the load of @grafana/data cost about a
+    third of a second, a request to a running one milliseconds. One request at a time."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._stderr = None
+        atexit.register(self.close)
+
+    def _start(self) -> subprocess.Popen:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        ensure_node_modules()
+        env = {**os.environ, "TZ": "UTC", "LC_ALL": "en_US.UTF-8", "LANG": "en_US.UTF-8"}
+        if self._stderr is not None:
+            self._stderr.close()  # a dead worker's
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close)
+        self._proc = subprocess.Popen(
+            [_tool("node"), str(RUNNER), "--serve"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._stderr, cwd=JS_DIR, env=env,
+            text=True, encoding="utf-8")
+        return self._proc
+
+    def _failed(self, why: str) -> RuntimeError:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err = ""
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            err = self._stderr.read().decode("utf-8", "replace")
+        code = proc.returncode if proc is not None else None
+        return RuntimeError(f"{RUNNER.name} --serve {why} (exit {code}):\n{err}")
+
+    def ask(self, request: str, timeout: float = 300) -> Any:
+        proc = self._start()
+        try:
+            proc.stdin.write(request + "\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError) as e:
+            raise self._failed(f"took no request ({e})") from e
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        if not ready:
+            raise self._failed(f"did not answer in {timeout} s")
+        line = proc.stdout.readline()
+        if not line:
+            raise self._failed("exited")
+        answer = json.loads(line)
+        if isinstance(answer, dict) and "fatal" in answer:
+            raise RuntimeError(f"{RUNNER.name} refused the request:\n{answer['fatal']}")
+        return answer
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.stdin.close()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc is not None:
+            proc.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+
+_WORKER = _Worker()
+
+
 def apply_transformations(jobs: Iterable[Mapping]) -> list[list[dict]]:
-    """Run every job in one Node process; each job's output frames, in order.
+    """Run every job in one request to Node; each job's output frames, in order.
 
     A job: ``{"frames": [...], "transformations": [...], "fieldConfig"?: {...},
     "variables"?: {...}}`` (frames from :func:`prometheus_to_frames` / :func:`panel_frames`
@@ -362,13 +439,7 @@ def apply_transformations(jobs: Iterable[Mapping]) -> list[list[dict]]:
     jobs = list(jobs)
     if not jobs:
         return []
-    ensure_node_modules()
-    env = {**os.environ, "TZ": "UTC", "LC_ALL": "en_US.UTF-8", "LANG": "en_US.UTF-8"}
-    done = subprocess.run([_tool("node"), str(RUNNER)], input=json.dumps(jobs, allow_nan=False),
-                          capture_output=True, text=True, cwd=JS_DIR, env=env, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"{RUNNER.name} exited {done.returncode}:\n{done.stderr}")
-    answers = json.loads(done.stdout)
+    answers = _WORKER.ask(json.dumps(jobs, allow_nan=False))
     errors = [(i, a["error"]) for i, a in enumerate(answers) if "error" in a]
     if errors:
         raise RuntimeError("\n\n".join(f"job {i}: {e}" for i, e in errors))

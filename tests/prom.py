@@ -95,6 +95,15 @@ class Prometheus:
             raise AssertionError(f"{answer.get('error')}\n{expr}")
         return answer["data"]["result"]
 
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        """A range query (what a time series panel sends): the matrix's series."""
+        params = {"query": expr, "start": str(start), "end": str(end), "step": str(step)}
+        answer = requests.post(self.url + "/api/v1/query_range", data=params,
+                               timeout=30).json()
+        if answer["status"] != "success":
+            raise AssertionError(f"{answer.get('error')}\n{expr}")
+        return answer["data"]["result"]
+
     def scalar(self, expr: str, at: float | None = None) -> float | None:
         """The value of a one-element vector, None when empty."""
         result = self.query(expr, at)

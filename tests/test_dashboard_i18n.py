@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard_grafana import DRILL, OVERVIEW, all_panels, dashboards, panel, rows, uid_in
+from tests.dashboard_grafana import (
+    DRILL,
+    OVERVIEW,
+    all_panels,
+    dashboards,
+    panel,
+    rows_of,
+    uid_in,
+)
 from tests.dashboard_world import (  # noqa: F401 (fixtures)
     H,
     expected_fixture,
@@ -139,8 +147,7 @@ def test_a_chinese_table_shows_the_english_numbers_under_chinese_headers(prom, t
     en_panels = [p for _, p in all_panels("en")]
     zh_panels = [p for _, p in all_panels("zh")]
     zh = zh_panels[[p["title"] for p in en_panels].index(title)]
-    en_rows = rows(prom, panel(DRILL, title), view)
-    zh_rows = rows(prom, zh, view)
+    en_rows, zh_rows = rows_of(prom, [(panel(DRILL, title), view), (zh, view)])
     assert en_rows and [list(r.values()) for r in zh_rows] == [
         list(r.values()) for r in en_rows]
     assert all(CJK.search(k) or k.endswith("Token") for r in zh_rows for k in r)

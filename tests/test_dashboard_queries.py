@@ -3,8 +3,10 @@
 The data is the main world of ``tests/dashboard_world.py`` (the real exporter, backfilled
 into Prometheus 2.42 with promtool). Each target is sent through Prometheus's HTTP API the
 way Grafana would (``tests/dashboard_grafana.py``): variables substituted (``$tenant``,
-``$__range``), instant queries at the range's end, and the panel's transformations applied
-to the results. Expected numbers come from attribution.md's worked example and from plain
+``$__range``), instant queries at the range's end; the answers become Grafana's data frames
+and the panel's transformations and field config run through Grafana's own
+``@grafana/data`` (``tests/grafana_frames.py``), so tables and charts are read as the panel
+shows them. Expected numbers come from attribution.md's worked example and from plain
 sums over the calls' own token counts, never from the exporter's output.
 
 Concerns with files of their own: ``test_dashboard_scrape.py`` (a real Prometheus scraping
@@ -20,18 +22,22 @@ from decimal import Decimal
 
 import pytest
 
+from tests import grafana_frames as gf
 from tests.dashboard_grafana import (
     ASSETS,
     DRILL,
     OVERVIEW,
     SRE,
     View,
+    bar_list,
     bars,
-    by_label,
     dashboards,
     panel,
     rows,
+    rows_of,
     run,
+    series,
+    show,
     value,
 )
 from tests.dashboard_oracle import ORACLE, Directory, check, range_panels
@@ -93,18 +99,21 @@ def test_acme_cards_show_the_worked_example_numbers(prom):
 
 def test_acme_top_tens_show_the_worked_example_numbers(prom):
     view = V(tenant="acme")
-
-    def chart(title):
-        p = panel(OVERVIEW, title)
-        return bars(prom, p, view)
-
-    assert chart("Model consumption top 10") == [
-        ("gpt-4o-mini", 235), ("gpt-4o", 150), ("qwen-max", 60)]
-    assert chart("Agent consumption top 10") == [("Support Bot", 370)]
-    assert chart("Workflow consumption top 10") == [("Summarize", 220), ("Translate", 75)]
+    charts = [panel(OVERVIEW, t) for t in ("Model consumption top 10",
+                                          "Agent consumption top 10",
+                                          "Workflow consumption top 10")]
     members = panel(OVERVIEW, "Member tokens top 10")
-    assert rows(prom, members, view) == [
+    *shown, table = show(prom, [(p, view) for p in [*charts, members]])
+    assert [bar_list(p, frames) for p, frames in zip(charts, shown, strict=True)] == [
+        [("gpt-4o-mini", 235), ("gpt-4o", 150), ("qwen-max", 60)],
+        [("Support Bot", 370)],
+        [("Summarize", 220), ("Translate", 75)]]
+    (frame,) = table
+    assert gf.columns(frame) == ["Member", "Tokens"]
+    assert gf.rows(frame) == [
         {"Member": "Alice Wang", "Tokens": 370}, {"Member": "Bob Li", "Tokens": 75}]
+    assert gf.rows(frame, formatted=True) == [
+        {"Member": "Alice Wang", "Tokens": "370"}, {"Member": "Bob Li", "Tokens": "75"}]
 
 
 def test_globex_sees_only_carols_ten_tokens(prom):
@@ -113,11 +122,12 @@ def test_globex_sees_only_carols_ten_tokens(prom):
     assert value(run(prom, panel(OVERVIEW, "Workflow tokens"), view)) == 0
     assert value(run(prom, panel(OVERVIEW, "Total tokens"), view)) == 10
     agents = panel(OVERVIEW, "Agent consumption top 10")
-    assert bars(prom, agents, view) == [("Support Bot", 10)]
     workflows = panel(OVERVIEW, "Workflow consumption top 10")
-    assert bars(prom, workflows, view) == []
     members = panel(OVERVIEW, "Member tokens top 10")
-    assert rows(prom, members, view) == [{"Member": "Carol Chen", "Tokens": 10}]
+    a, w, m = show(prom, [(agents, view), (workflows, view), (members, view)])
+    assert bar_list(agents, a) == [("Support Bot", 10)]
+    assert bar_list(workflows, w) == []
+    assert gf.rows(m[0]) == [{"Member": "Carol Chen", "Tokens": 10}]
 
 
 # -- Exact ranges -----------------------------------------------------------------------------
@@ -164,15 +174,17 @@ def test_initech_overview_matches_its_calls(prom, expected, hours):
     assert value(run(prom, panel(OVERVIEW, "Cost (USD)"), view)) == approx(
         sum(u.cost for u in calls))
     agent_names = {**AGENT_NAMES}  # the unlisted agent keeps its id
-    for title, key, names in (("Model consumption top 10", "model", {}),
-                              ("Agent consumption top 10", "agent", agent_names),
-                              ("Workflow consumption top 10", "workflow", WORKFLOW_NAMES)):
-        p = panel(OVERVIEW, title)
-        assert bars(prom, p, view) == ranked(
-            expected.by(key, start, end, tenant="initech"), names), title
+    charts = (("Model consumption top 10", "model", {}),
+              ("Agent consumption top 10", "agent", agent_names),
+              ("Workflow consumption top 10", "workflow", WORKFLOW_NAMES))
     members = panel(OVERVIEW, "Member tokens top 10")
+    panels = [panel(OVERVIEW, title) for title, _, _ in charts]
+    *shown, table = show(prom, [(p, view) for p in [*panels, members]])
+    for (title, key, names), p, frames in zip(charts, panels, shown, strict=True):
+        assert bar_list(p, frames) == ranked(
+            expected.by(key, start, end, tenant="initech"), names), title
     want = ranked(expected.by("member", start, end, tenant="initech"), NAMES)
-    assert [(r["Member"], r["Tokens"]) for r in rows(prom, members, view)] == want
+    assert [(r["Member"], r["Tokens"]) for r in gf.rows(table[0])] == want
 
 
 def test_initech_top_ten_cuts_eleven_agents_and_shows_foreign_and_unlisted_ones(prom, expected):
@@ -229,8 +241,10 @@ def test_model_detail_has_totals_inputs_outputs_and_share(prom, expected):
 ])
 def test_tables_show_their_columns_in_order(prom, uid, title, columns):
     p = panel(uid, title)
-    table = rows(prom, p, V())
-    assert table and all(list(r) == columns for r in table)
+    (frames,) = show(prom, [(p, V())])
+    (frame,) = frames
+    assert gf.columns(frame) == columns
+    assert frame["length"] and all(list(r) == columns for r in gf.rows(frame))
 
 
 def test_agent_and_workflow_details_join_names_creation_and_creator(prom):
@@ -256,12 +270,12 @@ def test_initech_agent_detail_lists_every_agent_with_fallbacks(prom, expected):
     got = {r["Agent"]: (r["Total"], r["Input"], r["Output"]) for r in table}
     assert got == {AGENT_NAMES.get(a, a): v for a, v in want.items()}
     assert [r["Total"] for r in table] == sorted((r["Total"] for r in table), reverse=True)
-    creators = {r["Agent"]: r.get("Creator", "") for r in table}
+    creators = {r["Agent"]: r["Creator"] for r in table}
     assert creators["Code Review"] == "former-dev"  # not a member: the id
     assert creators["Budget Bot"] == "Bob Porter"
     assert creators["FAQ Bot"] == "Bob Li"  # a member of another tenant
     unlisted = next(r for r in table if r["Agent"] == UNLISTED_AGENT)
-    assert unlisted.get("Creator", "") == "" and unlisted.get("Created at", "") == ""
+    assert unlisted["Creator"] == "" and unlisted["Created at"] == ""
 
 
 def test_workflow_detail_never_shows_a_chat_workflow(prom, expected):
@@ -296,12 +310,14 @@ def _assets(prom, title: str, view: View) -> list[dict]:
 
 
 def test_acme_assets_separate_heat_from_cost(prom):
-    assert _assets(prom, "Agents owned by the tenant", V()) == [
+    agents, workflows = rows_of(prom, [(panel(ASSETS, "Agents owned by the tenant"), V()),
+                                       (panel(ASSETS, "Workflows owned by the tenant"), V())])
+    assert agents == [
         {"Agent": "Support Bot", "Conversations": 3, "Users": 3, "Tokens": 370},
         # only initech's members called it: heat, no cost for acme
         {"Agent": "FAQ Bot", "Conversations": 1, "Users": 2, "Tokens": 0},
     ]
-    assert _assets(prom, "Workflows owned by the tenant", V()) == [
+    assert workflows == [
         {"Workflow": "Summarize", "Runs": 2, "Tokens": 220},
         {"Workflow": "Translate", "Runs": 1, "Tokens": 75},
     ]
@@ -344,8 +360,14 @@ def _tokens(expected: Expected, start: float, end: float) -> int:
     return sum(u.tokens for u in expected.calls(start, end))
 
 
+def _shown(prom, title: str, view: View | None = None) -> dict[str, float]:
+    """A bar gauge's bars (or a chart's series) by the name Grafana shows."""
+    (frames,) = show(prom, [(panel(SRE, title), view or V())])
+    return series(frames)
+
+
 def test_token_rate_by_model_over_the_last_ten_minutes(prom, expected):
-    rate = by_label(_sre(prom, "Token rate by model", V(rate_interval="10m")), "model")
+    rate = _shown(prom, "Token rate by model", V(rate_interval="10m"))
     window = expected.calls(T0 - 600, T0)
     assert window, "the scenario must have a call in the last 10 minutes"
     want = defaultdict(float)
@@ -373,8 +395,9 @@ def test_top_tenants_and_top_members_across_the_platform(prom, expected):
         tenants[u.tenant] += u.tokens
         members[(u.tenant, u.member)] += u.tokens
     p = panel(SRE, "Top tenants")
-    assert bars(prom, p, V()) == ranked(tenants, {})
-    assert bars(prom, p, V())[-2:] == [("acme", 445), ("globex", 10)]
+    shown = bars(prom, p, V())
+    assert shown == ranked(tenants, {})
+    assert shown[-2:] == [("acme", 445), ("globex", 10)]
     p = panel(SRE, "Top members")
     got = [(r["Member"], r["Tenant"], r["Tokens"]) for r in rows(prom, p, V())]
     want = ranked({k: v for k, v in members.items()}, {})
@@ -384,12 +407,12 @@ def test_top_tenants_and_top_members_across_the_platform(prom, expected):
 def test_errors_and_cache_reads_per_model(prom, expected):
     calls = expected.calls(T0 - 3 * H, T0)
     models = {u.model for u in calls}
-    errors = by_label(_sre(prom, "Error rate by model"), "model")
+    errors = _shown(prom, "Error rate by model")
     assert errors == {m: pytest.approx(
         sum(u.error for u in calls if u.model == m)
         / sum(1 for u in calls if u.model == m) * 100) for m in models}
     assert any(errors.values())
-    cache = by_label(_sre(prom, "Cache read share by model"), "model")
+    cache = _shown(prom, "Cache read share by model")
     assert cache == {m: pytest.approx(
         sum(u.cache_read for u in calls if u.model == m)
         / sum(u.input for u in calls if u.model == m) * 100) for m in models}
@@ -398,15 +421,16 @@ def test_errors_and_cache_reads_per_model(prom, expected):
 
 def test_attribution_health(prom, expected):
     start, end = T0 - 3 * H, T0
-    unattributed = by_label(_sre(prom, "Unattributed tokens by reason"), "reason")
+    unattributed, six, unpriced, rejected = (series(frames) for frames in show(prom, [
+        (panel(SRE, "Unattributed tokens by reason"), V()),
+        (panel(SRE, "Unattributed tokens by reason"), V(range_s=6 * H)),
+        (panel(SRE, "Unpriced tokens by model"), V()),
+        (panel(SRE, "Rejected spans by reason"), V())]))
     assert unattributed == {"not_member": 1500, "no_caller": 0, "ambiguous_tenant": 0}
-    six = by_label(_sre(prom, "Unattributed tokens by reason", V(range_s=6 * H)), "reason")
     assert six == {"not_member": 1500 + 1500 + 500, "no_caller": 200, "ambiguous_tenant": 0}
-    unpriced = by_label(_sre(prom, "Unpriced tokens by model"), "model")
     assert unpriced == {UNPRICED: sum(u.tokens for u in expected.calls(
         start, end, model=UNPRICED))}
-    assert by_label(_sre(prom, "Rejected spans by reason"), "reason") == {
-        "invalid_token_count": 1}
+    assert rejected == {"invalid_token_count": 1}
     share = value(_sre(prom, "Unattributed share"))
     attributed = _tokens(expected, start, end)
     assert share == pytest.approx(1500 / (1500 + attributed) * 100)

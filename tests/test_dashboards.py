@@ -25,7 +25,7 @@ PROVIDER = GRAFANA / "provisioning" / "dashboards" / "provider.yaml"
 UIDS = {"llm-tenant-overview", "llm-tenant-assets", "llm-drilldown", "llm-sre-governance"}
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
-#: views.md, panel by panel: (dashboard uid, title, panel type).
+#: Every panel, dashboard by dashboard: (dashboard uid, title, panel type).
 VIEWS = [
     # §1 Tenant overview
     ("llm-tenant-overview", "Agent tokens", "stat"),
@@ -44,7 +44,7 @@ VIEWS = [
     ("llm-drilldown", "Agent consumption detail", "table"),
     ("llm-drilldown", "Workflow consumption detail", "table"),
     ("llm-drilldown", "Member ranking", "table"),
-    # §4 SRE (budget use: a later issue; latency: no duration metric yet, see the docs)
+    # §4 SRE (budget use: a later issue, see the docs)
     ("llm-sre-governance", "Tokens today", "stat"),
     ("llm-sre-governance", "Today vs yesterday", "stat"),
     ("llm-sre-governance", "Tokens this month", "stat"),
@@ -58,6 +58,8 @@ VIEWS = [
     ("llm-sre-governance", "Top members", "table"),
     ("llm-sre-governance", "Error rate by model", "bargauge"),
     ("llm-sre-governance", "Cache read share by model", "bargauge"),
+    ("llm-sre-governance", "Call latency by model (p50, p95, p99)", "timeseries"),
+    ("llm-sre-governance", "Time to first token by model (p50, p95)", "timeseries"),
     ("llm-sre-governance", "Unattributed tokens by reason", "bargauge"),
     ("llm-sre-governance", "Unpriced tokens by model", "bargauge"),
     ("llm-sre-governance", "Rejected spans by reason", "bargauge"),
@@ -207,7 +209,7 @@ def test_every_panel_has_a_description_a_unit_and_the_datasource_variable(lang, 
 
 
 @pytest.mark.parametrize(("uid", "title", "kind"), VIEWS)
-def test_the_panels_of_views_md_are_present_with_their_type(uid, title, kind):
+def test_the_listed_panels_are_present_with_their_type(uid, title, kind):
     assert by_title(uid, title)["type"] == kind
 
 
@@ -393,3 +395,31 @@ def test_each_dashboard_has_a_doc_page_naming_every_panel_in_both_languages(uid)
         missing = [p["title"] for p in d["panels"] if p["title"] not in text]
         assert not missing, f"{page.name} does not describe {missing} ({lang})"
         assert d["title"] in text, f"{page.name} does not name the dashboard ({lang})"
+
+
+#: The latency panels: title -> (histogram, quantiles in order).
+LATENCY = {"Call latency by model (p50, p95, p99)":
+           ("llm_model_call_duration_seconds", (0.5, 0.95, 0.99)),
+           "Time to first token by model (p50, p95)":
+           ("llm_model_time_to_first_token_seconds", (0.5, 0.95))}
+
+
+@pytest.mark.parametrize("title", sorted(LATENCY))
+def test_latency_panels_are_percentiles_per_model_in_seconds(title):
+    histogram, quantiles = LATENCY[title]
+    p = by_title("llm-sre-governance", title)
+    assert p["type"] == "timeseries" and p["fieldConfig"]["defaults"]["unit"] == "s"
+    assert [(t["expr"], t["legendFormat"], t["instant"], t["range"]) for t in p["targets"]] == [
+        (f"histogram_quantile({q}, sum by (model, le) (rate({histogram}_bucket"
+         "[$__rate_interval]))) >= 0", f"{{{{model}}}} p{round(q * 100)}", False, True)
+        for q in quantiles]
+    assert "$__rate_interval" in p["description"] and histogram in p["description"]
+
+
+def test_one_error_rate_panel_per_model_in_percent():
+    errors = [(uid, p["title"]) for uid, p in all_panels()
+              if any('outcome="error"' in t["expr"] for t in p["targets"])]
+    assert errors == [("llm-sre-governance", "Error rate by model")]
+    p = by_title("llm-sre-governance", "Error rate by model")
+    assert p["fieldConfig"]["defaults"]["unit"] == "percent"
+    assert [t["legendFormat"] for t in p["targets"]] == ["{{model}}"]

@@ -1,5 +1,5 @@
-"""The generator of the Grafana dashboards (``shared/spec/views.md`` §1-§4), one module per
-dashboard, written once per language from one source.
+"""The generator of the Grafana dashboards (tenant overview, tenant assets, drill-down, SRE),
+one module per dashboard, written once per language from one source.
 
 ``render()`` returns every file of ``grafana/dashboards/`` as it must be committed:
 ``<lang>/<uid>.json`` for each language of :data:`LANGUAGES` (English keeps the base uids,

@@ -31,6 +31,39 @@ from .text import Text
 
 ALL_TOKENS = "llm_model_tokens_total"
 ALL_COST = "llm_model_cost_usd_total"
+CALL_DURATION = "llm_model_call_duration_seconds"
+TIME_TO_FIRST_TOKEN = "llm_model_time_to_first_token_seconds"
+
+
+def timeseries(title: str, description: str, unit: str, targets: list[dict], *, axis: str,
+               calcs: list[str]) -> dict:
+    """A line per series, the legend a table on the right with ``calcs``."""
+    return panel(
+        "timeseries", title, description, unit, targets, color="palette-classic",
+        custom={"drawStyle": "line", "lineInterpolation": "linear", "lineWidth": 1,
+                "fillOpacity": 10, "gradientMode": "none", "showPoints": "never",
+                "pointSize": 4, "spanNulls": False, "axisPlacement": "auto",
+                "axisLabel": axis, "axisBorderShow": False,
+                "axisCenteredZero": False, "axisColorMode": "text",
+                "barAlignment": 0, "insertNulls": False,
+                "scaleDistribution": {"type": "linear"},
+                "stacking": {"mode": "none", "group": "A"},
+                "hideFrom": {"legend": False, "tooltip": False, "viz": False},
+                "thresholdsStyle": {"mode": "off"}},
+        options={"legend": {"showLegend": True, "displayMode": "table",
+                            "placement": "right", "calcs": calcs},
+                 "tooltip": {"mode": "multi", "sort": "desc"}})
+
+
+def quantiles(histogram: str, *qs: float) -> list[dict]:
+    """One target per quantile of ``histogram`` per model, all tenants and exporters summed
+    (bucket rates add up). A model without calls in the window has a rate of 0 in every
+    bucket and histogram_quantile gives NaN: ``>= 0`` drops those points (NaN compares
+    false), so that such a model has no line rather than a NaN one."""
+    return [target(f"histogram_quantile({q}, sum by (model, le) "
+                   f"(rate({histogram}_bucket[$__rate_interval]))) >= 0", ref, fmt=None,
+                   legend=f"{{{{model}}}} p{round(q * 100)}", instant=False)
+            for ref, q in zip("ABC", qs, strict=False)]
 
 
 def _calendar_row(t: Text) -> list[tuple[int, dict]]:
@@ -63,24 +96,11 @@ def build(t: Text) -> dict:
     g = Grid()
     g.row(4, *_calendar_row(t))
     g.row(8,
-          (16, panel(
-              "timeseries", t("sre.rate.title"), t("sre.rate.description"), "short",
+          (16, timeseries(
+              t("sre.rate.title"), t("sre.rate.description"), "short",
               [target(f"sum by (model) (rate({ALL_TOKENS}[$__rate_interval]))", fmt=None,
                       legend="{{model}}", instant=False)],
-              color="palette-classic",
-              custom={"drawStyle": "line", "lineInterpolation": "linear", "lineWidth": 1,
-                      "fillOpacity": 10, "gradientMode": "none", "showPoints": "never",
-                      "pointSize": 4, "spanNulls": False, "axisPlacement": "auto",
-                      "axisLabel": t("sre.rate.axis"), "axisBorderShow": False,
-                      "axisCenteredZero": False, "axisColorMode": "text",
-                      "barAlignment": 0, "insertNulls": False,
-                      "scaleDistribution": {"type": "linear"},
-                      "stacking": {"mode": "none", "group": "A"},
-                      "hideFrom": {"legend": False, "tooltip": False, "viz": False},
-                      "thresholdsStyle": {"mode": "off"}},
-              options={"legend": {"showLegend": True, "displayMode": "table",
-                                  "placement": "right", "calcs": ["mean", "max"]},
-                       "tooltip": {"mode": "multi", "sort": "desc"}})),
+              axis=t("sre.rate.axis"), calcs=["mean", "max"])),
           (8, panel(
               "piechart", t("sre.cost_share.title"), t("sre.cost_share.description"),
               "currencyUSD",
@@ -133,6 +153,13 @@ def build(t: Text) -> dict:
               [target(f"({reads} or on(model) {inputs} * 0) / ({inputs} > 0) * 100", fmt=None,
                       legend="{{model}}")],
               decimals=1, max_value=100)))
+    g.row(8,
+          (12, timeseries(t("sre.latency.title"), t("sre.latency.description"), "s",
+                          quantiles(CALL_DURATION, 0.5, 0.95, 0.99), axis="",
+                          calcs=["lastNotNull", "max"])),
+          (12, timeseries(t("sre.ttft.title"), t("sre.ttft.description"), "s",
+                          quantiles(TIME_TO_FIRST_TOKEN, 0.5, 0.95), axis="",
+                          calcs=["lastNotNull", "max"])))
     g.row(8,
           (8, bargauge(
               t("sre.unattributed.title"), t("sre.unattributed.description"), "locale",

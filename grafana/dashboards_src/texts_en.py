@@ -41,7 +41,7 @@ TEXTS: dict[str, str] = {
     "col.runs": "Runs",
     # -- §1 tenant overview ------------------------------------------------------------------
     "overview.title": "LLM tokens: tenant overview",
-    "overview.description": "Core resource consumption of one tenant (views.md §1): "
+    "overview.description": "Core resource consumption of one tenant: "
                             "caller-attributed tokens and cost by agent, workflow, model and "
                             "member.",
     "overview.agent_tokens.title": "Agent tokens",
@@ -87,7 +87,7 @@ TEXTS: dict[str, str] = {
         "output). {@common.range}",
     # -- §2 tenant assets --------------------------------------------------------------------
     "assets.title": "LLM tokens: tenant assets",
-    "assets.description": "The agents and workflows a tenant owns (views.md §2): heat metrics "
+    "assets.description": "The agents and workflows a tenant owns: heat metrics "
                           "count the whole platform, the token (cost) column counts only the "
                           "tenant's members.",
     "assets.heat.range": "{@common.heat} Over the selected time range.",
@@ -109,7 +109,7 @@ TEXTS: dict[str, str] = {
         "{@common.range}",
     # -- §3 drill-down -----------------------------------------------------------------------
     "drilldown.title": "LLM tokens: drill-down",
-    "drilldown.description": "The \"View all\" targets of the tenant overview (views.md §3): "
+    "drilldown.description": "The \"View all\" targets of the tenant overview: "
                              "every model, agent, workflow and member of a tenant with total, "
                              "input and output tokens, sortable and searchable.",
     "drilldown.search_note": "Search: filters the rows in the browser (case-insensitive, "
@@ -151,8 +151,8 @@ TEXTS: dict[str, str] = {
         "position among all members. {@common.range}",
     # -- §4 SRE ------------------------------------------------------------------------------
     "sre.title": "LLM tokens: usage and cost governance",
-    "sre.description": "The platform SRE's view (views.md §4): usage today and this month, "
-                       "token rate, cost, top tenants and members, errors, cache and the health "
+    "sre.description": "The platform SRE's view: usage today and this month, token rate, "
+                       "cost, top tenants and members, errors, latency, cache and the health "
                        "of attribution. Days and months are UTC.",
     "sre.calendar_note": "Independent of the dashboard's time range: counted up to the range's "
                          "end (now, for a range ending now), from a start the query finds "
@@ -218,8 +218,25 @@ TEXTS: dict[str, str] = {
     "sre.errors.title": "Error rate by model",
     "sre.errors.description": "Share of model calls with outcome error (span status ERROR or "
                               "error.type), per model, all tenants, in the time range: errors / "
-                              "calls × 100. Latency percentiles (p50/p95/p99) are not "
-                              "available: the exporter exports no span duration histogram yet.",
+                              "calls × 100.",
+    "sre.quantile_note": "Prometheus interpolates linearly inside a bucket (bounds 50 ms, "
+                         "100 ms, 250 ms, 500 ms, 1 s, 2.5 s, 5 s, 10 s, 20 s, 30 s, 60 s, "
+                         "120 s, 300 s): a percentile is exact to its bucket only, and one "
+                         "beyond 300 s shows as 300 s. A model without calls in the window has "
+                         "no point.",
+    "sre.latency.title": "Call latency by model (p50, p95, p99)",
+    "sre.latency.description":
+        "Duration of model calls (the model-call span, start to end) per model, all tenants: "
+        "the 50th, 95th and 99th percentiles over $__rate_interval, from the histogram "
+        "llm_model_call_duration_seconds (attributed calls: those of tenant members). "
+        "{@sre.quantile_note}",
+    "sre.ttft.title": "Time to first token by model (p50, p95)",
+    "sre.ttft.description":
+        "Time from the request to the first streamed token per model, all tenants: the 50th "
+        "and 95th percentiles over $__rate_interval, from the histogram "
+        "llm_model_time_to_first_token_seconds. Only streamed calls whose span reports it "
+        "(gen_ai.server.time_to_first_token or an equivalent attribute) count: a model called "
+        "without streaming has no line. {@sre.quantile_note}",
     "sre.cache.title": "Cache read share by model",
     "sre.cache.description": "Share of input tokens read from the provider's prompt cache, per "
                              "model, all tenants, in the time range: cache-read tokens / input "

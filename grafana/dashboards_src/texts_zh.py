@@ -1,6 +1,6 @@
 """The dashboards' Simplified Chinese texts. Same keys as texts_en.py (a test checks it).
 
-Wording follows the PRD (shared/seeds/000): 租户, 成员, 智能体, 工作流, 对话工作流,
+Wording follows the product's own terms: 租户, 成员, 智能体, 工作流, 对话工作流,
 调用者归属, Token消耗, 热度指标 / 成本指标, 查看全部, and its column names (模型名称,
 Token总消耗, 输入Token, 输出Token, 消耗占比, 创建时间, 创建人, 排行).
 """
@@ -42,7 +42,7 @@ TEXTS: dict[str, str] = {
     "col.runs": "运行次数",
     # -- §1 tenant overview ------------------------------------------------------------------
     "overview.title": "LLM Token：数据总览",
-    "overview.description": "单个租户的核心资源消耗分析（views.md §1）：按智能体、工作流、模型和"
+    "overview.description": "单个租户的核心资源消耗分析：按智能体、工作流、模型和"
                             "成员统计的调用者归属Token与费用。",
     "overview.agent_tokens.title": "智能体Token消耗",
     "overview.agent_tokens.description":
@@ -81,7 +81,7 @@ TEXTS: dict[str, str] = {
         "{@common.caller}当前租户成员中Token消耗（输入 + 输出）排名前10的成员。{@common.range}",
     # -- §2 tenant assets --------------------------------------------------------------------
     "assets.title": "LLM Token：租户资产明细",
-    "assets.description": "租户拥有的智能体和工作流（views.md §2）：热度指标统计全平台，"
+    "assets.description": "租户拥有的智能体和工作流：热度指标统计全平台，"
                           "Token消耗（成本指标）列仅统计当前租户成员。",
     "assets.heat.range": "{@common.heat}所选时间范围内。",
     "assets.heat.ever": "{@common.heat}历史累计的不同调用者数（不受时间范围限制）。",
@@ -99,7 +99,7 @@ TEXTS: dict[str, str] = {
         "{@common.cost}为所选时间范围内以该工作流为最外层工作流的运行所产生的Token。{@common.range}",
     # -- §3 drill-down -----------------------------------------------------------------------
     "drilldown.title": "LLM Token：消耗分析明细",
-    "drilldown.description": "数据总览中「查看全部」的目标（views.md §3）：租户的所有模型、智能体、"
+    "drilldown.description": "数据总览中「查看全部」的目标：租户的所有模型、智能体、"
                              "工作流和成员的Token总消耗、输入Token和输出Token，可排序、可搜索。",
     "drilldown.search_note": "搜索：在浏览器中筛选行（不区分大小写，按字面匹配），不会改变查询。",
     "drilldown.share.formula": "消耗占比 = 该模型的Token总消耗 / 当前租户在筛选时间内所有模型的"
@@ -131,8 +131,8 @@ TEXTS: dict[str, str] = {
         "或ID模糊搜索；排行仍是该成员在全部成员中的位置。{@common.range}",
     # -- §4 SRE ------------------------------------------------------------------------------
     "sre.title": "LLM Token：用量与成本治理",
-    "sre.description": "平台SRE视图（views.md §4）：今日和本月用量、Token速率、费用、Top租户和"
-                       "成员、错误、缓存以及归属健康度。日和月均按UTC计算。",
+    "sre.description": "平台SRE视图：今日和本月用量、Token速率、费用、Top租户和成员、错误、"
+                       "延迟、缓存以及归属健康度。日和月均按UTC计算。",
     "sre.calendar_note": "与仪表盘的时间范围无关：统计到时间范围的结束时刻（范围结束于现在时即为"
                          "现在），起点由查询自行确定（UTC零点、每月1日），因此绝对时间范围显示其结束"
                          "时刻所在的那一天或那个月。",
@@ -184,8 +184,21 @@ TEXTS: dict[str, str] = {
                                    "（任意租户），精确值；属于多个租户的成员每个租户一行。",
     "sre.errors.title": "各模型错误率",
     "sre.errors.description": "所选时间范围内各模型结果为错误（span 状态为 ERROR 或带 error.type）"
-                              "的调用占比，所有租户：错误数 / 调用数 × 100。暂无延迟分位数"
-                              "（p50/p95/p99）：导出器尚未导出 span 时长直方图。",
+                              "的调用占比，所有租户：错误数 / 调用数 × 100。",
+    "sre.quantile_note": "Prometheus 在桶内按线性插值（桶边界：50 ms、100 ms、250 ms、500 ms、"
+                         "1 s、2.5 s、5 s、10 s、20 s、30 s、60 s、120 s、300 s）：百分位数只精确"
+                         "到所在的桶，超过 300 s 的显示为 300 s。窗口内没有调用的模型没有数据点。",
+    "sre.latency.title": "各模型调用延迟 (p50/p95/p99)",
+    "sre.latency.description":
+        "各模型调用的耗时（模型调用 span 从开始到结束），所有租户：$__rate_interval 上的第50、"
+        "95、99百分位数，来自直方图 llm_model_call_duration_seconds（已归属的调用，即租户成员的"
+        "调用）。{@sre.quantile_note}",
+    "sre.ttft.title": "各模型首Token时间 (p50/p95)",
+    "sre.ttft.description":
+        "各模型从发出请求到收到第一个流式Token的时间，所有租户：$__rate_interval 上的第50、95"
+        "百分位数，来自直方图 llm_model_time_to_first_token_seconds。只统计 span 上报了该值的"
+        "流式调用（gen_ai.server.time_to_first_token 或等价属性）：不用流式调用的模型没有曲线。"
+        "{@sre.quantile_note}",
     "sre.cache.title": "各模型缓存读取占比",
     "sre.cache.description": "所选时间范围内各模型的输入Token中读取自服务商提示缓存的占比，所有"
                              "租户：缓存读取Token / 输入Token × 100（缓存Token是输入的一部分）。",

@@ -17,6 +17,8 @@
  *                                         // options (Grafana interpolates those)
  *
  * stdout: for one job {"frames": [...]} (or {"error": ...}); for a list, a list of those.
+ * With --serve: one such request per line of stdin, one answer per line of stdout (a
+ * request that is no JSON answers {"fatal": ...}), until stdin closes.
  * Each output frame: {name, refId, length, meta, fields: [{name, type, labels, config,
  * values, displayName, state: {displayName}, display?}]}. "displayName" is what
  * getFieldDisplayName (the column header Grafana shows) returns for the field in its frame
@@ -188,12 +190,7 @@ async function runJob(job) {
   return { frames: serialize(out, Boolean(fieldConfig)) };
 }
 
-async function main() {
-  const chunks = [];
-  for await (const chunk of process.stdin) {
-    chunks.push(chunk);
-  }
-  const input = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+async function answer(input) {
   const jobs = Array.isArray(input) ? input : [input];
   const results = [];
   for (const job of jobs) {
@@ -203,7 +200,37 @@ async function main() {
       results.push({ error: String((e && e.stack) || e) });
     }
   }
-  process.stdout.write(JSON.stringify(Array.isArray(input) ? results : results[0]));
+  return Array.isArray(input) ? results : results[0];
+}
+
+// --serve: one request per line of stdin (a job or a list of jobs, as above), one answer
+// per line of stdout, in order, until stdin closes: a test session starts Node (and loads
+// @grafana/data, most of a start's cost) once. JSON has no raw newline in it.
+async function serve() {
+  const lines = require('readline').createInterface({ input: process.stdin, crlfDelay: Infinity });
+  for await (const line of lines) {
+    if (!line.trim()) {
+      continue;
+    }
+    let out;
+    try {
+      out = await answer(JSON.parse(line));
+    } catch (e) {
+      out = { fatal: String((e && e.stack) || e) };
+    }
+    process.stdout.write(JSON.stringify(out) + '\n');
+  }
+}
+
+async function main() {
+  if (process.argv.includes('--serve')) {
+    return serve();
+  }
+  const chunks = [];
+  for await (const chunk of process.stdin) {
+    chunks.push(chunk);
+  }
+  process.stdout.write(JSON.stringify(await answer(JSON.parse(Buffer.concat(chunks).toString('utf8')))));
 }
 
 main().catch((e) => {
