@@ -1,5 +1,5 @@
-"""Generates the Grafana dashboards of ``shared/spec/views.md`` §1-§4 as JSON, in English and
-Simplified Chinese.
+"""Generates the Grafana dashboards (tenant overview, assets, drill-down, SRE) as JSON, in
+English and Simplified Chinese.
 
     python grafana/build_dashboards.py           # rewrite grafana/dashboards/{en,zh}/*.json
     python grafana/build_dashboards.py --check   # exit 1 when the committed JSON is stale

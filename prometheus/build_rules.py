@@ -585,8 +585,8 @@ def alerting_rules(config: Config) -> RuleFile:
     return RuleFile(
         name="alerts.yml",
         header="""
-            Alerts of llm-token-exporter (views.md §5, except the budget alerts, which come with
-            budgets), and of the OpenTelemetry Collector in front of it. Monitoring-mixin
+            Alerts of llm-token-exporter (the budget alerts come with budgets), and of the
+            OpenTelemetry Collector in front of it. Monitoring-mixin
             conventions: names <Thing><Condition>, a `for`, a `severity` (critical pages, warning
             goes to a queue), a `summary`, a `description` with the numbers, and a `runbook_url`
             into docs/runbook.md, one section per alert.
