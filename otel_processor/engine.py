@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from otel_processor.attribution import attribute_usage, heat_event
-from otel_processor.conventions import MODEL, OTHER, InvalidSpan, SpanRecord, normalize
+from otel_processor.conventions import MODEL, OTHER, SpanRecord, normalize
 from otel_processor.directory import Directory
 from otel_processor.ledger import Increment, effects
 from otel_processor.prices import PriceCatalog
@@ -36,7 +36,7 @@ def read_span(
     start_ns: int | None,
     end_ns: int | None,
 ) -> SpanRecord:
-    """One span, live or from the wire, as a record; only :class:`InvalidSpan` escapes.
+    """One span, live or from the wire, as a record; only ``InvalidSpan`` escapes.
 
     ``name`` is the span name (the id of an agent or workflow span whose attributes carry
     none), ``error`` whether its status is ERROR.
@@ -44,13 +44,9 @@ def read_span(
     duration = None
     if start_ns is not None and end_ns is not None:
         duration = max(0, end_ns - start_ns)
-    try:
-        return normalize(attributes, resource_attributes, error=error, duration_ns=duration,
-                         name=name)
-    except InvalidSpan:
-        raise
-    except Exception as exc:  # anything else one span's data can do must cost only that span
-        raise InvalidSpan("invalid_attribute", f"unreadable span: {exc!r:.120}") from None
+    # normalize raises nothing but InvalidSpan, whatever the data (conventions.py)
+    return normalize(attributes, resource_attributes, error=error, duration_ns=duration,
+                     name=name)
 
 
 def effects_of(

@@ -128,6 +128,28 @@ def runtime(request):
 
 
 @pytest.fixture
+def server(tmp_path):
+    """A factory of real services on 127.0.0.1 (the worked example's directory, state in
+    ``tmp_path / "state"`` unless given), stopped after the test."""
+    from exporter.config import Config
+    from exporter.server import start_server
+
+    started = []
+
+    def start(**overrides):
+        fields = dict(listen="127.0.0.1:0", directory=str(WORKED_EXAMPLE_DIRECTORY),
+                      state_dir=str(tmp_path / "state"), threads=4)
+        fields.update(overrides)
+        running = start_server(Config(**fields))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
 def pipeline():
     made = []
 

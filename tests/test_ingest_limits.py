@@ -11,30 +11,10 @@ import pytest
 import requests
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-from exporter.config import Config
-from exporter.server import start_server
 from tests import service as svc
-from tests.scenarios import WORKED_EXAMPLE_DIRECTORY, worked_example
+from tests.scenarios import worked_example
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
-
-
-@pytest.fixture
-def server(tmp_path):
-    started = []
-
-    def start(**overrides):
-        fields = dict(listen="127.0.0.1:0", directory=str(WORKED_EXAMPLE_DIRECTORY),
-                      state_dir=str(tmp_path / f"state{len(started)}"),
-                      sqlite_synchronous="NORMAL")
-        fields.update(overrides)
-        running = start_server(Config(**fields))
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        running.stop()
 
 
 def test_half_open_connections_do_not_block_a_healthy_client(server):

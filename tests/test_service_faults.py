@@ -10,34 +10,15 @@ import subprocess
 import sys
 import threading
 
-import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.config import Config
-from exporter.server import describe_startup, start_server
+from exporter.server import describe_startup
 from exporter.store import Store, StoreError
 from tests import service as svc
 from tests.scenarios import WORKED_EXAMPLE_DIRECTORY, worked_example
 
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-def server(tmp_path):
-    started = []
-
-    def start(**overrides):
-        fields = dict(listen="127.0.0.1:0", directory=str(WORKED_EXAMPLE_DIRECTORY),
-                      state_dir=str(tmp_path / "state"), sqlite_synchronous="NORMAL")
-        fields.update(overrides)
-        running = start_server(Config(**fields))
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        running.stop()
 
 
 def _json_span(span_id: str, **attributes) -> dict:
