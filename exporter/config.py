@@ -176,6 +176,11 @@ class Config:
     commit_max_delay_ms: float = _key(
         pipeline.DEFAULT_COMMIT_MAX_DELAY * 1000.0, "a number of milliseconds >= 0", _not_negative
     )
+    #: Seconds between checkpoints of the journal into the SQLite ledger (sooner when it
+    #: grows); 0: after every group commit.
+    checkpoint_interval: float = _key(
+        store.DEFAULT_CHECKPOINT_INTERVAL, "a number of seconds >= 0", _not_negative
+    )
     sqlite_synchronous: str = _key(
         store.DEFAULT_SYNCHRONOUS, "FULL or NORMAL", _one_of("FULL", "NORMAL")
     )

@@ -7,11 +7,11 @@ plans the ledger increments, commits the whole group in ONE SQLite transaction (
 commit) and only then applies the plan to what /metrics shows and wakes the requests: a
 200 means durable, and a failed commit changes nothing visible (counters never go down).
 
-Dedupe (R8): every (trace id, span id) of the last ``dedupe_retention`` seconds is kept in
-the store, indexed; the newest ids are also kept in memory, and an id not found there is
-looked up on disk, so the window holds at any rate in bounded memory. The writer owns the
-assembler, the recent ids and the store; the ledger has its own lock and is read by
-/metrics.
+Dedupe (R8): every (trace id, span id) of the last ``dedupe_retention`` seconds is kept by
+the store (on disk, indexed, and in Bloom filters in memory, so that a new id costs no disk
+read), and a span of a trace still open is known to the assembler. After the requests are
+answered, the writer checkpoints the store's journal when it is due. The writer owns the
+assembler and the store; the ledger has its own lock and is read by /metrics.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,7 +36,6 @@ from otel_processor.prices import PriceCatalog
 logger = logging.getLogger(__name__)
 
 _THREAD_NAME = "llm-token-exporter-writer"
-_DEFAULT_MAX_SEEN = 200_000  # newest dedupe ids also kept in memory (about 100 bytes each)
 #: Seconds a trace may stay incomplete before it is attributed with what is known.
 DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_MAX_TRACES = 50_000  # open traces held
@@ -91,7 +89,6 @@ class Pipeline:
         max_spans: int = DEFAULT_MAX_SPANS,
         dedupe_retention: float = DEFAULT_DEDUPE_RETENTION,
         commit_max_delay: float = DEFAULT_COMMIT_MAX_DELAY,
-        max_seen: int = _DEFAULT_MAX_SEEN,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -101,7 +98,6 @@ class Pipeline:
         self._clock = clock
         self._retention = dedupe_retention
         self._delay = commit_max_delay
-        self._max_seen = max_seen
         self._assembler_args = dict(
             idle_timeout=idle_timeout, max_traces=max_traces, max_spans=max_spans
         )
@@ -129,8 +125,6 @@ class Pipeline:
                 p.trace_id, p.span_id, p.parent_id, p.record,
                 now=max(p.received_at, now), attributed=p.attributed,
             )
-        # the newest ids seen, oldest first; the rest of the window is on disk
-        self._seen: OrderedDict[bytes, float] = OrderedDict()  # writer thread only
 
     @property
     def ready(self) -> bool:
@@ -238,6 +232,7 @@ class Pipeline:
             for request in group:
                 if request.done is not None:
                     request.done.set()
+            self._checkpoint_if_due()
             if stop:
                 return
 
@@ -276,13 +271,12 @@ class Pipeline:
             increments += request.increments
             for trace_id, span_id, parent_id, record, accepted, client in request.spans:
                 key = trace_id + span_id
-                if key in self._seen or key in on_disk or not self._assembler.add(
+                if key in on_disk or not self._assembler.add(
                     trace_id, span_id, parent_id, record, now=now, client=client
                 ):
                     if accepted:
                         request.duplicates += 1
                     continue
-                self._seen[key] = now
                 batch.seen.append((trace_id, span_id, now))
                 g.new[key] = PendingSpan(trace_id, span_id, parent_id, record, False, now)
                 touched[trace_id] = None
@@ -311,14 +305,20 @@ class Pipeline:
             request.ok = True
 
     def _seen_on_disk(self, requests: list[_Request]) -> set[bytes]:
-        """Ids of the group that the store has seen within the window, beyond memory's."""
+        """Ids of the group that the store has seen within the window."""
         candidates = [
-            trace_id + span_id
-            for request in requests
-            for trace_id, span_id, *_ in request.spans
-            if trace_id + span_id not in self._seen
+            trace_id + span_id for request in requests for trace_id, span_id, *_ in request.spans
         ]
         return self._store.seen_before(candidates) if candidates else set()
+
+    def _checkpoint_if_due(self) -> None:
+        """Checkpoint the store's journal (the requests are answered already). A failure
+        loses nothing: the journal keeps it, and the next checkpoint tries again."""
+        try:
+            if self._store.checkpoint_due():
+                self._store.checkpoint()
+        except Exception:
+            logger.exception("checkpoint failed; the journal keeps every batch")
 
     def _attribute(
         self, ready: Ready, directory: Directory, g: _Group, increments: list[Increment],
@@ -337,16 +337,9 @@ class Pipeline:
             users.append(user)
 
     def _forget_seen(self, now: float, batch: Batch) -> None:
-        """Keep the newest ids in memory, bounded; prune the store's window now and then."""
-        seen = self._seen
-        horizon = now - self._retention
-        while seen:
-            key, at = next(iter(seen.items()))
-            if at >= horizon and len(seen) <= self._max_seen:
-                break
-            del seen[key]
+        """Prune the store's dedupe window now and then."""
         if now - self._last_prune >= _PRUNE_EVERY:
-            batch.prune_seen_before = horizon
+            batch.prune_seen_before = now - self._retention
             self._last_prune = now
 
     def close(self) -> None:

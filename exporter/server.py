@@ -52,7 +52,8 @@ def build_service(config: Config) -> Service:
     Raises :class:`~exporter.store.StoreError` (``StateDirLocked`` when another process
     holds the state directory) before anything else is started.
     """
-    store = Store(config.state_dir, synchronous=config.sqlite_synchronous)
+    store = Store(config.state_dir, synchronous=config.sqlite_synchronous,
+                  checkpoint_interval=config.checkpoint_interval)
     try:
         prices = load_prices(config.prices_path)
         directory = DirectorySource(

@@ -1,15 +1,28 @@
-"""The service's durable ledger: totals, agent users, pending spans and seen span ids in SQLite.
+"""The service's durable ledger: a journal of batches, checkpointed into SQLite.
 
-One file, ``<state_dir>/ledger.sqlite3``, in WAL mode. :meth:`Store.commit` writes one
-:class:`Batch` in one transaction: a batch is wholly on disk or not at all. With
-``synchronous="FULL"`` (the default) it is on disk when ``commit`` returns, so the HTTP 200
-sent after it survives a process kill and a power loss; ``"NORMAL"`` survives a process kill
-only.
+Two parts in ``<state_dir>``:
+
+- ``journal.*`` (:mod:`exporter.journal`): :meth:`Store.commit` appends one :class:`Batch`
+  as one frame and, with ``synchronous="FULL"`` (the default), fdatasyncs it: the HTTP 200
+  sent after ``commit`` returns survives a process kill and a power loss (``"NORMAL"`` and
+  ``"OFF"``: a process kill only). One small write per group of requests, whatever it holds.
+- ``ledger.sqlite3``, in WAL mode: what the journal held, merged, written by
+  :meth:`Store.checkpoint` in one transaction about once a second (the writer calls it when
+  :meth:`Store.checkpoint_due`), with the number of the last frame it holds; then the
+  journal starts a new file and the old ones are deleted. Most spans of a second's traces
+  share a row (``pending_chunks``: one row per trace per checkpoint), and totals are
+  written once per series per checkpoint, not once per batch.
+
+Opening a store replays the frames the database does not hold yet (a kill between a commit
+and its checkpoint, during a checkpoint, or during an earlier replay: the replay writes
+nothing until its own checkpoint, which is one transaction) and checkpoints them. A batch
+is wholly in the ledger or not at all, and what was acknowledged is never lost.
 
 Single writer: one thread at a time uses the store. The service's writer thread calls
-``commit`` once per group of requests, and ``seen_before`` before it; ``load`` runs before it
-starts (or on it, after a failed commit) and ``close`` after it stops. Overlapping calls are
-refused with :class:`StoreError`, not serialised: they are a bug in the caller.
+``commit`` once per group of requests, ``seen_before`` before it and ``checkpoint`` after;
+``load`` runs before it starts (or on it, after a failed commit) and ``close`` after it
+stops. Overlapping calls are refused with :class:`StoreError`, not serialised: they are a
+bug in the caller.
 
 One store per state directory: a store holds an exclusive ``flock`` on ``<state_dir>/lock``
 from open to ``close``, and a second one on the same directory (from another process, or
@@ -17,9 +30,10 @@ from this one) is refused with :class:`StateDirLocked`. Two services on one stat
 rolling update) would both attribute the pending spans they load, and neither would dedupe
 against the other.
 
-Seen span ids stay on disk, indexed (``seen_ids`` below): ``load`` does not read them, and
-the writer asks :meth:`Store.seen_before` about the ids its in-memory recent set does not
-hold, so memory stays bounded however many ids the dedupe window holds (tens of millions).
+Seen span ids stay on disk, indexed (``seen_ids`` below), and in memory only as two Bloom
+filters (:mod:`exporter.seen_filter`, 16 MiB): :meth:`Store.seen_before` answers an id the
+filters have never seen without touching the disk, and looks up the rest exactly. Memory
+stays bounded however many ids the dedupe window holds (tens of millions).
 
 The store keeps no business rules (no caps, no dedupe policy): it persists what it is given.
 Totals are exact integers, far beyond 64 bits (see ``totals`` below).
@@ -31,23 +45,34 @@ import datetime
 import fcntl
 import json
 import logging
+import marshal
 import operator
 import os
 import pathlib
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 
+from exporter.journal import Journal, JournalError
+from exporter.seen_filter import DEFAULT_BITS, SeenFilter
 from otel_processor.conventions import SpanRecord
 from otel_processor.ledger import Increment
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FILENAME = "ledger.sqlite3"
 LOCK_FILENAME = "lock"
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 DEFAULT_SYNCHRONOUS = "FULL"  # a 200 survives a power loss
+#: Seconds between checkpoints of the journal into SQLite (at most; sooner when it grows).
+DEFAULT_CHECKPOINT_INTERVAL = 1.0
+_CHECKPOINT_SPANS = 100_000  # or once this many new spans wait in memory
+_CHECKPOINT_JOURNAL_BYTES = 64 << 20  # or once the journal is this large
+#: Commits are refused (the clients retry) once checkpoints have failed for this long a
+#: journal: memory and disk stay bounded while SQLite cannot be written.
+MAX_JOURNAL_BYTES = 1 << 30
 _BUSY_TIMEOUT_MS = 5_000  # only another process (a backup, the sqlite3 shell) can hold the lock
 _KEY_CACHE_SIZE = 65_536
 _TRACE_ID_SIZE, _SPAN_ID_SIZE = 16, 8
@@ -56,26 +81,41 @@ _SEEN_ID_SIZE = _TRACE_ID_SIZE + _SPAN_ID_SIZE
 # enough that statement overhead is small next to the index seeks.
 _LOOKUP_CHUNK = 500
 _LOW = 2**62
+_MAX_TOTAL = (2**63 - 1) * _LOW + _LOW - 1  # high is a signed 64-bit INTEGER
+# Received order of a span: the frame that brought it, then its place in the frame.
+_ORDER_SHIFT = 32
+_MIGRATED_ORDER = -(2**62)  # spans of an older schema come before any journalled one
 
 logger = logging.getLogger(__name__)
 
 # ASCII JSON: canonical for a given tuple, and it round-trips every Python str exactly (lone
 # surrogates and NUL included, which SQLite's UTF-8 TEXT could not take raw).
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
-# A SpanRecord is stored as the JSON array of its fields in dataclass order; that order is
-# kept once per database in record_formats, so a record written by another version loads.
+# A SpanRecord is stored as the tuple of its fields in dataclass order; that order is kept
+# once per database in record_formats (and in each journal file's header), so a record
+# written by another version loads.
 _RECORD_FIELDS = tuple(f.name for f in fields(SpanRecord))
 _record_values = operator.attrgetter(*_RECORD_FIELDS)
 
 # One row per seen span id: id = trace id (16 bytes) + span id (8), at = when last seen.
 # Keyed by id so that seen_before is a few index seeks per id and nothing is loaded into
-# memory. The price: ids are random, so a commit dirties about one leaf page per new trace
-# (spans of one trace share a prefix, hence a page), and so does pruning: at 10 M ids, 2000
-# spans of 2000 traces write ~8 MiB of WAL, 50-100 ms a commit (measured; 20 ms for 200).
+# memory. The price: ids are random, so a checkpoint dirties about one leaf page per new
+# trace (spans of one trace share a prefix, hence a page), and so does pruning.
 _CREATE_SEEN_IDS = "CREATE TABLE seen_ids (id BLOB PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID"
 # Pruning by time: O(log n) to find the cut, then the old rows in order; `at` only grows,
 # so inserts here append at the right edge (few dirty pages).
 _CREATE_SEEN_IDS_AT = "CREATE INDEX seen_ids_at ON seen_ids (at)"
+# Pending spans, one row per trace per checkpoint that brought it spans or marks: data is
+# marshal((spans, marks)) with spans [(span id, parent id, record values, attributed,
+# received at, order)] and marks [span id] (spans of earlier rows now attributed). Rows of a
+# trace apply in seq order; a span id already there keeps its first copy. A dropped trace
+# is one range delete.
+_CREATE_PENDING_CHUNKS = (
+    "CREATE TABLE pending_chunks (trace_id BLOB NOT NULL, seq INTEGER NOT NULL,"
+    " format INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (trace_id, seq)) WITHOUT ROWID"
+)
+# The last journal frame the database holds: frames up to it are skipped by a replay.
+_CREATE_JOURNAL_STATE = "CREATE TABLE journal_state (seq INTEGER NOT NULL)"
 
 _SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -87,36 +127,32 @@ _SCHEMA = (
     " low INTEGER NOT NULL CHECK (typeof(low) = 'integer')) WITHOUT ROWID",
     "CREATE TABLE agent_users (key TEXT PRIMARY KEY) WITHOUT ROWID",  # JSON [owner, agent, caller]
     "CREATE TABLE record_formats (id INTEGER PRIMARY KEY, fields TEXT NOT NULL UNIQUE)",
-    # seq (the rowid) is the received order: a new row always gets max(seq) + 1.
-    "CREATE TABLE pending (seq INTEGER PRIMARY KEY, trace_id BLOB NOT NULL,"
-    " span_id BLOB NOT NULL, parent_id BLOB, format INTEGER NOT NULL, record TEXT NOT NULL,"
-    " attributed INTEGER NOT NULL, received_at REAL NOT NULL)",
-    # Lookups and updates by id, and deletes by trace (a prefix), are O(log n).
-    "CREATE UNIQUE INDEX pending_span ON pending (trace_id, span_id)",
+    _CREATE_PENDING_CHUNKS,
     _CREATE_SEEN_IDS,
     _CREATE_SEEN_IDS_AT,
+    _CREATE_JOURNAL_STATE,
+    "INSERT INTO journal_state VALUES (0)",
 )
 
-_INSERT_SPAN = (
-    "INSERT INTO pending (trace_id, span_id, parent_id, format, record, attributed,"
-    " received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trace_id, span_id) DO NOTHING"
-)
-_MARK_ATTRIBUTED = "UPDATE pending SET attributed = 1 WHERE trace_id = ? AND span_id = ?"
-_DROP_TRACE = "DELETE FROM pending WHERE trace_id = ?"
-_ADD_TOTAL = (
+_SET_TOTAL = (
     "INSERT INTO totals (key, high, low) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
-    f" high = high + excluded.high + (low + excluded.low) / {_LOW},"
-    f" low = (low + excluded.low) % {_LOW}"
+    " high = excluded.high, low = excluded.low"
 )
 _ADD_USER = "INSERT INTO agent_users (key) VALUES (?) ON CONFLICT (key) DO NOTHING"
+_ADD_CHUNK = "INSERT INTO pending_chunks (trace_id, seq, format, data) VALUES (?, ?, ?, ?)"
+_DROP_TRACE = "DELETE FROM pending_chunks WHERE trace_id = ?"
 # An id seen again keeps its latest time, whatever the order of the commits.
 _ADD_SEEN = (
     "INSERT INTO seen_ids (id, at) VALUES (?, ?)"
     " ON CONFLICT (id) DO UPDATE SET at = max(at, excluded.at)"
 )
 _PRUNE_SEEN = "DELETE FROM seen_ids WHERE at < ?"
-_LOOKUP_SEEN = f"SELECT id FROM seen_ids WHERE id IN ({', '.join('?' * _LOOKUP_CHUNK)})"
-_COUNT_SEEN = "SELECT count(*) FROM seen_ids"
+# ids pruned in memory but not yet on disk are below the cutoff: never answered
+_LOOKUP_SEEN = (
+    f"SELECT id FROM seen_ids WHERE id IN ({', '.join('?' * _LOOKUP_CHUNK)}) AND at >= ?"
+)
+_COUNT_SEEN = "SELECT count(*) FROM seen_ids WHERE at >= ?"
+_NEWEST_SEEN = "SELECT max(at) FROM seen_ids"
 # Schema 1's seen rows, oldest rowid first, a few at a time: a row is one commit's ids.
 _OLD_SEEN_ROWS = "SELECT rowid, at, ids FROM seen ORDER BY rowid LIMIT 32"
 
@@ -142,10 +178,42 @@ def _seen_ids_from_schema_1(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE seen")  # empty now; its index seen_at goes with it
 
 
+def _pending_chunks_from_schema_2(db: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: pending rows (one per span, record as JSON) become one chunk per trace
+    and record format, in received order; the journal starts at frame 0."""
+    db.execute(_CREATE_PENDING_CHUNKS)
+    db.execute(_CREATE_JOURNAL_STATE)
+    db.execute("INSERT INTO journal_state VALUES (0)")
+    chunks: dict[tuple[bytes, int], list] = {}
+    for trace, span, parent, fmt, text, done, at, seq in db.execute(
+        "SELECT trace_id, span_id, parent_id, format, record, attributed, received_at, seq"
+        " FROM pending ORDER BY seq"
+    ):
+        chunks.setdefault((trace, fmt), []).append(
+            (span, parent, tuple(json.loads(text)), bool(done), at, _MIGRATED_ORDER + seq))
+        if len(chunks) >= 10_000:
+            _write_migrated(db, chunks)
+    _write_migrated(db, chunks)
+    db.execute("DROP TABLE pending")  # its index pending_span goes with it
+
+
+def _write_migrated(db: sqlite3.Connection, chunks: dict) -> None:
+    # Several chunks of one trace (another format, or a flush above) get distinct seqs
+    # below any checkpoint's.
+    rows = []
+    for (trace, fmt), spans in chunks.items():
+        (n,) = db.execute("SELECT count(*) FROM pending_chunks WHERE trace_id = ?",
+                          (trace,)).fetchone()
+        rows.append((trace, n - 2**62, fmt, marshal.dumps((spans, []))))
+        db.executemany(_ADD_CHUNK, rows[-1:])
+    chunks.clear()
+
+
 #: version n -> steps taking a database from n to n + 1, in one transaction with the rest
 #: of the upgrade: SQL text, or a function of the connection for what SQL does badly.
 _MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
     1: (_seen_ids_from_schema_1,),
+    2: (_pending_chunks_from_schema_2,),
 }
 
 
@@ -174,7 +242,7 @@ class PendingSpan:
 
 @dataclass(slots=True)
 class Batch:
-    """What one group commit changes; applied in field order, in one transaction.
+    """What one group commit changes; applied in field order, as one.
 
     A new span whose id is already pending keeps the first copy; ``dropped_traces`` apply
     after ``new_spans`` and ``attributed``; an id in ``seen`` (16 + 8 bytes) already stored,
@@ -218,24 +286,183 @@ def _time(value: float, what: str) -> float:
     return value
 
 
+def _id(value: object, size: int, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != size:
+        raise TypeError(f"{what} {value!r:.60} is not {size} bytes")
+    return value
+
+
+# A frame: what one batch changes, as plain tuples (marshal writes them exactly):
+# (spans [(trace, span, parent, record values, attributed, received_at)], marks [(trace,
+#  span)], dropped [trace], increments [(family, labels, amount)], users [user],
+#  seen [(id, at)], prune or None)
+_Frame = tuple
+
+
+def _frame_of(batch: Batch) -> _Frame:
+    """Validate ``batch`` and turn it into a frame; raises TypeError/ValueError on bad data."""
+    spans = []
+    for s in batch.new_spans:
+        parent = s.parent_id
+        if parent is not None:
+            _id(parent, _SPAN_ID_SIZE, "parent id")
+        if type(s.attributed) is not bool:
+            raise TypeError(f"attributed {s.attributed!r:.20} is not a bool")
+        spans.append((_id(s.trace_id, _TRACE_ID_SIZE, "trace id"),
+                      _id(s.span_id, _SPAN_ID_SIZE, "span id"), parent,
+                      _record_values(s.record), s.attributed,
+                      _time(s.received_at, "received_at")))
+    marks = [(_id(t, _TRACE_ID_SIZE, "trace id"), _id(s, _SPAN_ID_SIZE, "span id"))
+             for t, s in batch.attributed]
+    dropped = [_id(t, _TRACE_ID_SIZE, "dropped trace id") for t in batch.dropped_traces]
+    increments = []
+    for family, labels, amount in batch.increments:
+        if type(amount) is not int:
+            raise TypeError(f"{family}{labels}: amount {amount!r} is not an int")
+        if type(family) is not str:
+            raise TypeError(f"family {family!r:.40} is not a str")
+        increments.append((family, _strings(labels, "labels"), amount))
+    users = [_strings(user, "agent user", 3) for user in batch.agent_users]
+    seen = []
+    for trace, span, at in batch.seen:
+        if type(trace) is not bytes or type(span) is not bytes or (
+                len(trace) != _TRACE_ID_SIZE or len(span) != _SPAN_ID_SIZE):
+            raise ValueError(f"seen id {trace!r}, {span!r} is not 16 + 8 bytes")
+        seen.append((trace + span, _time(at, "seen at")))
+    prune = batch.prune_seen_before
+    if prune is not None:
+        _time(prune, "prune_seen_before")
+    return spans, marks, dropped, increments, users, seen, prune
+
+
+class _Delta:
+    """What the frames since the last checkpoint change, merged; written by the next one.
+
+    The same code merges a frame as it is committed and as it is replayed after a crash.
+    """
+
+    __slots__ = ("spans", "marks", "drops", "totals", "users", "seen", "prune", "n_spans")
+
+    def __init__(self) -> None:
+        # trace -> span -> [parent, record values, attributed, received_at, order]
+        self.spans: dict[bytes, dict[bytes, list]] = {}
+        self.marks: dict[bytes, set[bytes]] = {}  # trace -> spans of earlier chunks attributed
+        self.drops: set[bytes] = set()  # traces whose earlier chunks go
+        self.totals: set[tuple[str, tuple[str, ...]]] = set()  # series changed
+        self.users: set[tuple[str, str, str]] = set()
+        self.seen: dict[bytes, float] = {}  # id -> latest time
+        self.prune: float | None = None
+        self.n_spans = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.spans or self.marks or self.drops or self.totals or self.users
+                    or self.seen or self.prune is not None)
+
+    def apply(self, seq: int, frame: _Frame, totals: dict, seen_filter: SeenFilter) -> None:
+        new_spans, marks, dropped, increments, users, seen, prune = frame
+        staged = self.spans
+        base = seq << _ORDER_SHIFT
+        for i, (trace, span, parent, values, attributed, at) in enumerate(new_spans):
+            of_trace = staged.get(trace)
+            if of_trace is None:
+                of_trace = staged[trace] = {}
+            if span not in of_trace:  # a second copy: the first stays
+                of_trace[span] = [parent, values, attributed, at, base | i]
+                self.n_spans += 1
+        for trace, span in marks:
+            entry = staged.get(trace, {}).get(span)
+            if entry is not None:
+                entry[2] = True
+            else:
+                self.marks.setdefault(trace, set()).add(span)
+        for trace in dropped:
+            self.n_spans -= len(staged.pop(trace, ()))
+            self.marks.pop(trace, None)
+            self.drops.add(trace)
+        changed = self.totals
+        for family, labels, amount in increments:
+            key = (family, labels)
+            totals[key] = totals.get(key, 0) + amount
+            changed.add(key)
+        self.users.update(users)
+        if seen:
+            latest = self.seen
+            for key, at in seen:
+                if at > latest.get(key, -1e300):
+                    latest[key] = at
+            seen_filter.add_many(seen)
+        if prune is not None:
+            if self.prune is None or prune > self.prune:
+                self.prune = prune
+            self.seen = {k: at for k, at in self.seen.items() if at >= prune}
+            seen_filter.pruned(prune)
+
+
+def _overflows(totals: dict, increments) -> str | None:
+    """The first series an increment would take beyond what the database can hold."""
+    sums: dict = {}
+    for family, labels, amount in increments:
+        key = (family, labels)
+        sums[key] = sums.get(key, totals.get(key, 0)) + amount
+    for (family, labels), total in sums.items():
+        if not -_MAX_TOTAL <= total <= _MAX_TOTAL:
+            return f"{family}{labels}: a total of {total.bit_length()} bits"
+    return None
+
+
+_DEFAULT_VALUES = _record_values(SpanRecord())
+
+
+def _converter(names: Sequence[str], where: str) -> Callable[[tuple], tuple] | None:
+    """Record values written with field ``names`` -> this program's order (None: the same).
+
+    Matched by name: a field since removed is dropped (with a warning), a new one takes its
+    default.
+    """
+    names = tuple(names)
+    if names == _RECORD_FIELDS:
+        return None
+    removed = [name for name in names if name not in _RECORD_FIELDS]
+    if removed:
+        logger.warning("%s: pending spans lose removed fields %s", where, removed)
+    defaults = dict(zip(_RECORD_FIELDS, _DEFAULT_VALUES, strict=True))
+
+    def convert(values: tuple) -> tuple:
+        given = dict(zip(names, values, strict=True))
+        return tuple(given.get(name, defaults[name]) for name in _RECORD_FIELDS)
+
+    return convert
+
+
 class Store:
-    """The SQLite ledger at ``<state_dir>/ledger.sqlite3`` (see the module docstring)."""
+    """The ledger in ``<state_dir>`` (see the module docstring)."""
 
     def __init__(
-        self, state_dir: str | os.PathLike, *, synchronous: str = DEFAULT_SYNCHRONOUS
+        self,
+        state_dir: str | os.PathLike,
+        *,
+        synchronous: str = DEFAULT_SYNCHRONOUS,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
+        seen_filter_bits: int = DEFAULT_BITS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         mode = str(synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
         self.path = pathlib.Path(state_dir) / FILENAME
-        # Held for the whole of each call: commit, load and the seen queries refuse to wait
-        # for it (overlap is a caller bug), close waits for it (an in-flight commit finishes).
+        self._interval = checkpoint_interval
+        self._clock = clock
+        # Held for the whole of each call: commit, load, checkpoint and the seen queries
+        # refuse to wait for it (overlap is a caller bug), close waits for it.
         self._busy = threading.Lock()
         # (family, labels) -> totals key text; guarded by _busy, cleared when full
         self._keys: dict[tuple[str, tuple[str, ...]], str] = {}
         self._db: sqlite3.Connection | None = None  # guarded by _busy; None once closed
         # fd of <state_dir>/lock, flocked; guarded by _busy; None once closed
         self._lock: int | None = None
+        self._journal = Journal(self.path.parent, _RECORD_FIELDS,
+                                sync=mode in ("FULL", "EXTRA"))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = self._lock_state_dir()  # before SQLite: a refused store reads nothing
@@ -244,7 +471,9 @@ class Store:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._configure(mode)
             self._format = self._migrate()  # this program's record format id; immutable
-        except (OSError, sqlite3.Error, StoreError) as exc:
+            self._open(seen_filter_bits)
+        except (OSError, sqlite3.Error, StoreError, JournalError) as exc:
+            self._journal.close()
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -254,6 +483,44 @@ class Store:
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"{self.path}: cannot open the ledger: {exc}") from exc
+
+    def _open(self, seen_filter_bits: int) -> None:
+        """Read the totals, replay the journal past the database, checkpoint it."""
+        db = self._db
+        # committed totals, absolute: (family, labels) -> amount; the writer's only
+        self._totals: dict[tuple[str, tuple[str, ...]], int] = {}
+        for key, high, low in db.execute("SELECT key, high, low FROM totals"):
+            family, *labels = json.loads(key)
+            self._totals[(family, tuple(labels))] = high * _LOW + low
+        (self._seq,) = db.execute("SELECT seq FROM journal_state").fetchone()
+        (newest,) = db.execute(_NEWEST_SEEN).fetchone()
+        self._filter = SeenFilter(seen_filter_bits, authoritative_after=newest)
+        self._pruned = float("-inf")  # the latest prune of this store: older ids never count
+        self._delta = _Delta()
+        replayed = 0
+        converters: dict[tuple[str, ...], Callable | None] = {}
+        for seq, names, frame in self._journal.read():
+            if seq <= self._seq:
+                continue  # checkpointed already (killed before the old files were deleted)
+            if names not in converters:
+                converters[names] = _converter(names, str(self._journal.directory))
+            convert = converters[names]
+            if convert is not None:
+                spans, *rest = frame
+                frame = ([(t, s, p, convert(v), a, at) for t, s, p, v, a, at in spans], *rest)
+            self._apply(seq, frame)
+            self._seq = seq
+            replayed += 1
+        if replayed:
+            logger.info("%s: replayed %d journal frames", self.path.parent, replayed)
+        self._journal.start(self._seq + 1)
+        self._checkpoint(db)  # the replay is in the database before anything new comes
+        self._last_checkpoint = self._clock()
+
+    def _apply(self, seq: int, frame: _Frame) -> None:
+        self._delta.apply(seq, frame, self._totals, self._filter)
+        if frame[6] is not None and frame[6] > self._pruned:
+            self._pruned = frame[6]
 
     def _lock_state_dir(self) -> int:
         """Flock ``<state_dir>/lock`` for this store's lifetime; return its fd.
@@ -356,8 +623,10 @@ class Store:
             raise StoreError(f"{self.path}: store is closed")
         return self._db
 
+    # -- reading -----------------------------------------------------------------------
+
     def load(self) -> Loaded:
-        """Read back what is committed: totals, agent users, pending spans (not seen ids)."""
+        """What is committed: totals, agent users, pending spans (not seen ids)."""
         db = self._enter()
         try:
             db.execute("BEGIN")  # one snapshot for all the reads
@@ -372,154 +641,167 @@ class Store:
 
     def _read(self, db: sqlite3.Connection) -> Loaded:
         totals: dict[str, dict[tuple[str, ...], int]] = {}
-        for key, high, low in db.execute("SELECT key, high, low FROM totals"):
-            family, *labels = json.loads(key)
-            totals.setdefault(family, {})[tuple(labels)] = high * _LOW + low
+        for (family, labels), amount in self._totals.items():
+            totals.setdefault(family, {})[labels] = amount
         users = {tuple(json.loads(key)) for (key,) in db.execute("SELECT key FROM agent_users")}
-        decoders = {
-            format_id: self._decoder(json.loads(names))
+        users |= self._delta.users
+        converters = {
+            format_id: _converter(json.loads(names), str(self.path))
             for format_id, names in db.execute("SELECT id, fields FROM record_formats")
         }
-        pending = [
-            PendingSpan(trace, span, parent, decoders[fmt](text), bool(done), at)
-            for trace, span, parent, fmt, text, done, at in db.execute(
-                "SELECT trace_id, span_id, parent_id, format, record, attributed, received_at"
-                " FROM pending ORDER BY seq"
-            )
-        ]
+        delta = self._delta
+        traces: dict[bytes, dict[bytes, list]] = {}
+        for trace, _, fmt, data in db.execute(
+            "SELECT trace_id, seq, format, data FROM pending_chunks ORDER BY trace_id, seq"
+        ):
+            if trace in delta.drops:
+                continue
+            spans, marks = marshal.loads(data)
+            _merge(traces, trace, spans, marks, converters[fmt])
+        for trace, marks in delta.marks.items():
+            _merge(traces, trace, (), marks, None)
+        for trace, of_trace in delta.spans.items():
+            _merge(traces, trace, [(s, *entry) for s, entry in of_trace.items()], (), None)
+        rows = [(entry[4], trace, span, entry)
+                for trace, of_trace in traces.items() for span, entry in of_trace.items()]
+        rows.sort(key=operator.itemgetter(0))
+        pending = [PendingSpan(trace, span, parent, SpanRecord(*values), bool(done), at)
+                   for _, trace, span, (parent, values, done, at, _) in rows]
         return Loaded(totals, users, pending)
-
-    def _decoder(self, names: list[str]):
-        """A function: record text written with field ``names`` -> this program's SpanRecord."""
-        if names == list(_RECORD_FIELDS):
-            return lambda text: SpanRecord(*json.loads(text))
-        # Written by another SpanRecord: match by name; a field since removed is dropped.
-        removed = [name for name in names if name not in _RECORD_FIELDS]
-        if removed:
-            logger.warning("%s: pending spans lose removed fields %s", self.path, removed)
-
-        def decode(text: str) -> SpanRecord:
-            values = zip(names, json.loads(text), strict=True)
-            return SpanRecord(**{n: v for n, v in values if n in _RECORD_FIELDS})
-
-        return decode
 
     def seen_before(self, keys: Sequence[bytes]) -> set[bytes]:
         """The ``keys`` (trace id + span id, 24 bytes each) that a committed batch has seen.
 
-        An id counts until a ``prune_seen_before`` past its time removes it. Index seeks, a
-        few per key, in statements of :data:`_LOOKUP_CHUNK` keys under one read snapshot;
-        memory is that of the answer. Raises :class:`StoreError` for a key that is not 24
-        bytes (it could never match, and would hide a caller bug) as for I/O.
+        An id counts until a ``prune_seen_before`` past its time removes it. Ids of the last
+        second are answered from memory, ids the Bloom filters rule out without the disk,
+        the rest by index seeks, in statements of :data:`_LOOKUP_CHUNK` keys under one read
+        snapshot. Raises :class:`StoreError` for a key that is not 24 bytes (it could never
+        match, and would hide a caller bug) as for I/O.
         """
         db = self._enter()
         try:
             keys = list(keys)
-            if not keys:
-                return set()
             for key in keys:
                 if type(key) is not bytes or len(key) != _SEEN_ID_SIZE:
                     raise ValueError(f"seen key {key!r:.80} is not 24 bytes")
-            found: set[bytes] = set()
-            db.execute("BEGIN")  # one snapshot for all the chunks
-            try:
-                for start in range(0, len(keys), _LOOKUP_CHUNK):
-                    chunk = keys[start : start + _LOOKUP_CHUNK]
-                    # One statement text, prepared once (the module caches it): the last
-                    # chunk is padded with its own first key, which IN ignores.
-                    chunk += chunk[:1] * (_LOOKUP_CHUNK - len(chunk))
-                    found.update(key for (key,) in db.execute(_LOOKUP_SEEN, chunk))
-            finally:
-                db.execute("COMMIT")
+            staged = self._delta.seen
+            found = {key for key in keys if key in staged}
+            rest = self._filter.maybe_seen([key for key in keys if key not in found])
+            if rest:
+                found |= self._lookup(db, rest)
             return found
         except Exception as exc:
             raise StoreError(f"{self.path}: cannot look up seen ids: {exc}") from exc
         finally:
             self._busy.release()
 
+    def _lookup(self, db: sqlite3.Connection, keys: list[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        cutoff = self._pruned if self._pruned != float("-inf") else -1e300
+        db.execute("BEGIN")  # one snapshot for all the chunks
+        try:
+            for start in range(0, len(keys), _LOOKUP_CHUNK):
+                chunk = keys[start : start + _LOOKUP_CHUNK]
+                # One statement text, prepared once (the module caches it): the last chunk
+                # is padded with its own first key, which IN ignores.
+                chunk += chunk[:1] * (_LOOKUP_CHUNK - len(chunk))
+                found.update(key for (key,) in db.execute(_LOOKUP_SEEN, (*chunk, cutoff)))
+        finally:
+            db.execute("COMMIT")
+        return found
+
     def seen_count(self) -> int:
         """How many seen ids are stored; counts the whole index, O(n): for tests, rarely else."""
         db = self._enter()
         try:
-            return db.execute(_COUNT_SEEN).fetchone()[0]
+            cutoff = self._pruned if self._pruned != float("-inf") else -1e300
+            (on_disk,) = db.execute(_COUNT_SEEN, (cutoff,)).fetchone()
+            staged = list(self._delta.seen)
+            return on_disk + len(staged) - len(self._lookup(db, staged) if staged else ())
         except Exception as exc:
             raise StoreError(f"{self.path}: cannot count seen ids: {exc}") from exc
         finally:
             self._busy.release()
 
-    def commit(self, batch: Batch) -> None:
-        """Apply ``batch`` in one transaction, durable on return; nothing of it on error.
+    # -- writing -----------------------------------------------------------------------
 
-        Raises :class:`StoreError` (chained to the cause) after rolling back, for bad data
-        (an amount that is not an int, a label that is not a str, a NULL id) as for I/O.
+    def commit(self, batch: Batch) -> None:
+        """Journal ``batch``, durable on return; nothing of it on error.
+
+        Raises :class:`StoreError` (chained to the cause), for bad data (an amount that is
+        not an int, a label that is not a str, an id of the wrong size, a total beyond the
+        ledger's range) as for I/O, and when checkpoints have been failing for so long that
+        the journal is full.
         """
-        db = self._enter()
+        self._enter()
         try:
-            rows = self._prepare(batch)  # encoded before BEGIN: the lock is held for SQL only
-            if rows is not None:
-                self._write(db, *rows, batch.prune_seen_before)
+            frame = _frame_of(batch)
+            problem = _overflows(self._totals, frame[3])
+            if problem:
+                raise OverflowError(f"{problem} is beyond the ledger's range")
+            if not any(frame[:6]) and frame[6] is None:
+                return
+            if self._journal.bytes >= MAX_JOURNAL_BYTES:
+                raise JournalError(f"the journal holds {self._journal.bytes} bytes that no "
+                                   "checkpoint could write (see earlier errors)")
+            seq = self._seq + 1
+            if not self._journal.is_open:
+                self._journal.start(seq)
+            self._journal.append(seq, frame)
+            self._seq = seq
+            self._apply(seq, frame)
         except Exception as exc:
             raise StoreError(f"{self.path}: batch not committed, nothing written: {exc}") from exc
         finally:
             self._busy.release()
 
-    def _prepare(self, batch: Batch) -> tuple | None:
-        """The batch as SQL parameter rows; None when there is nothing to write."""
-        fmt = self._format
-        spans = [
-            (s.trace_id, s.span_id, s.parent_id, fmt, _encode(_record_values(s.record)),
-             int(s.attributed), s.received_at)
-            for s in batch.new_spans
-        ]
-        sums: dict[tuple[str, tuple[str, ...]], int] = {}
-        for family, labels, amount in batch.increments:
-            if type(amount) is not int:
-                raise TypeError(f"{family}{labels}: amount {amount!r} is not an int")
-            key = (family, labels)
-            sums[key] = sums.get(key, 0) + amount
-        totals = [(self._key(key), *divmod(amount, _LOW)) for key, amount in sums.items()]
-        users = [(_encode(_strings(user, "agent user", 3)),) for user in batch.agent_users]
-        latest: dict[bytes, float] = {}  # an id twice in the batch: one row, latest time
-        for trace, span, at in batch.seen:
-            if len(trace) != _TRACE_ID_SIZE or len(span) != _SPAN_ID_SIZE:
-                raise ValueError(f"seen id {trace!r}, {span!r} is not 16 + 8 bytes")
-            _time(at, "seen at")
-            key = bytes(trace) + bytes(span)
-            if key not in latest or at > latest[key]:
-                latest[key] = at
-        # In id order: each upsert finds its path down the index mostly in the pages the one
-        # before it used (measured: 15 % less time than in arrival order).
-        seen = sorted(latest.items())
-        dropped = [(trace,) for trace in batch.dropped_traces]
-        prune = batch.prune_seen_before
-        if prune is not None:
-            _time(prune, "prune_seen_before")
-        elif not (spans or batch.attributed or dropped or totals or users or seen):
-            return None
-        return spans, batch.attributed, dropped, totals, users, seen
+    def checkpoint_due(self) -> bool:
+        """Whether :meth:`checkpoint` has work worth a transaction now."""
+        delta = self._delta
+        if delta.empty:
+            return False
+        return (self._clock() - self._last_checkpoint >= self._interval
+                or delta.n_spans >= _CHECKPOINT_SPANS
+                or self._journal.bytes >= _CHECKPOINT_JOURNAL_BYTES)
 
-    def _key(self, key: tuple[str, tuple[str, ...]]) -> str:
-        text = self._keys.get(key)
-        if text is None:
-            family, labels = key
-            if type(labels) is not tuple:
-                raise TypeError(f"{family}: labels {labels!r:.80} are not a tuple")
-            if len(self._keys) >= _KEY_CACHE_SIZE:
-                self._keys.clear()
-            text = self._keys[key] = _encode(_strings((family, *labels), "family and labels"))
-        return text
+    def checkpoint(self) -> None:
+        """Write what the journal holds into SQLite in one transaction; then start a new
+        journal file and delete the old ones. On error nothing changes (the journal keeps
+        everything) and :class:`StoreError` is raised; the next checkpoint tries again."""
+        db = self._enter()
+        try:
+            self._checkpoint(db)
+        except Exception as exc:
+            raise StoreError(f"{self.path}: checkpoint failed, kept in the journal: {exc}"
+                             ) from exc
+        finally:
+            self._busy.release()
 
-    def _write(self, db, spans, attributed, dropped, totals, users, seen, prune) -> None:
+    def _checkpoint(self, db: sqlite3.Connection) -> None:
+        delta = self._delta
+        self._last_checkpoint = self._clock()
+        if delta.empty:
+            return
+        seq, fmt = self._seq, self._format
+        chunks = []
+        for trace in delta.spans.keys() | delta.marks.keys():
+            spans = [(span, *entry) for span, entry in delta.spans.get(trace, {}).items()]
+            chunks.append((trace, seq, fmt,
+                           marshal.dumps((spans, sorted(delta.marks.get(trace, ()))))))
+        chunks.sort()
+        totals = [(self._key(key), *divmod(self._totals[key], _LOW)) for key in delta.totals]
+        users = [(_encode(user),) for user in delta.users]
+        seen = sorted(delta.seen.items())  # in id order: each upsert reuses its neighbour's path
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(_INSERT_SPAN, spans)
-            db.executemany(_MARK_ATTRIBUTED, attributed)
-            db.executemany(_DROP_TRACE, dropped)
-            db.executemany(_ADD_TOTAL, totals)
+            db.executemany(_DROP_TRACE, ((trace,) for trace in delta.drops))
+            db.executemany(_ADD_CHUNK, chunks)
+            db.executemany(_SET_TOTAL, totals)
             db.executemany(_ADD_USER, users)
+            if delta.prune is not None:  # before the ids seen since: they may be older
+                db.execute(_PRUNE_SEEN, (delta.prune,))
             db.executemany(_ADD_SEEN, seen)
-            if prune is not None:
-                db.execute(_PRUNE_SEEN, (prune,))
+            db.execute("UPDATE journal_state SET seq = ?", (seq,))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
@@ -528,9 +810,27 @@ class Store:
                 except sqlite3.Error:
                     logger.exception("%s: rollback failed", self.path)
             raise
+        self._delta = _Delta()
+        try:  # the database holds every frame: a new file, the old ones go
+            self._journal.start(seq + 1)
+            self._journal.delete_before_current()
+        except JournalError:
+            # Harmless: a replay skips what the database holds, and the next commit opens
+            # a file again if none is open.
+            logger.warning("%s: journal rotation failed", self.path, exc_info=True)
+
+    def _key(self, key: tuple[str, tuple[str, ...]]) -> str:
+        text = self._keys.get(key)
+        if text is None:
+            family, labels = key
+            if len(self._keys) >= _KEY_CACHE_SIZE:
+                self._keys.clear()
+            text = self._keys[key] = _encode((family, *labels))
+        return text
 
     def close(self) -> None:
-        """Checkpoint the WAL into the database file, close, release the state directory.
+        """Checkpoint the journal and the WAL into the database file, close, release the
+        state directory.
 
         Idempotent. The directory lock goes last: the next store opens a checkpointed file.
         """
@@ -540,6 +840,15 @@ class Store:
             if db is None:
                 return
             try:
+                self._checkpoint(db)
+                self._journal.close()
+                self._journal.delete_before_current()
+                for path in self._journal.files():  # the empty file just started
+                    path.unlink()
+            except (sqlite3.Error, OSError, JournalError):
+                logger.warning("%s: checkpoint at close failed; the journal keeps it",
+                               self.path, exc_info=True)
+            try:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
                 logger.warning("%s: WAL checkpoint at close failed", self.path, exc_info=True)
@@ -547,5 +856,22 @@ class Store:
                 try:
                     db.close()
                 finally:
+                    self._journal.close()
                     if lock is not None:
                         os.close(lock)  # releases the flock (the only fd of this description)
+
+
+def _merge(traces: dict, trace: bytes, spans: Iterable, marks: Iterable,
+           convert: Callable | None) -> None:
+    """Apply one chunk of ``trace``: new spans (a span id there already keeps its first
+    copy), then marks (attributed)."""
+    of_trace = traces.get(trace)
+    if of_trace is None:
+        of_trace = traces[trace] = {}
+    for span, parent, values, done, at, order in spans:
+        if span not in of_trace:
+            of_trace[span] = [parent, convert(values) if convert else values, done, at, order]
+    for span in marks:
+        entry = of_trace.get(span)
+        if entry is not None:
+            entry[2] = True

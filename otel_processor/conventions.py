@@ -183,6 +183,9 @@ for _field, _names in _FIELD_TABLES.items():
     for _rank, _name in enumerate(_names):
         _INDEX[_name] = (*_INDEX.get(_name, ()), (_field, _rank))
 del _field, _names, _rank, _name
+#: Every span and resource attribute name this module reads (exact names: ``scan`` looks
+#: names up in ``_INDEX`` and nothing else reads attributes). A receiver may keep only these.
+READ_NAMES: frozenset[str] = frozenset(_INDEX)
 
 
 def scan(attributes: Mapping) -> dict[str, Any]:

@@ -355,6 +355,11 @@ class TokenAttributionProcessor(SpanProcessor):
         self.ledger.apply(plan)
         unsaved.clear()
         unsaved_users.clear()
+        try:  # journalled already: a failed checkpoint loses nothing, the next one retries
+            if self._store.checkpoint_due():
+                self._store.checkpoint()
+        except Exception:
+            logger.exception("llm-token-exporter: checkpoint failed; the journal keeps it")
 
     # -- counting from the application's threads (rare paths) ---------------------------
 

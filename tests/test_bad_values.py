@@ -164,7 +164,8 @@ def pb_nested(kind: str, depth: int) -> bytes:
 def pb_body_with_deep_span(kind: str, depth: int) -> bytes:
     good = Span(trace_id=TRACE, span_id=GOOD, name="chat").SerializeToString()
     bad = Span(trace_id=TRACE, span_id=BAD, name="chat").SerializeToString()
-    bad += pb_field(9, pb_field(1, b"deep") + pb_field(2, pb_nested(kind, depth)))  # attributes
+    name = b"gen_ai.request.model"  # a name the engine reads: an unread one is never converted
+    bad += pb_field(9, pb_field(1, name) + pb_field(2, pb_nested(kind, depth)))  # attributes
     scope_spans = pb_field(2, good) + pb_field(2, bad)  # ScopeSpans.spans, twice
     # request.resource_spans -> ResourceSpans.scope_spans
     return pb_field(1, pb_field(2, scope_spans))
@@ -186,7 +187,8 @@ def test_the_hand_written_protobuf_nesting_is_what_the_protobuf_library_writes(k
 def test_a_json_value_nested_1000_deep_is_a_clean_400_because_json_loads_cannot_read_it(kind):
     # 1000 AnyValue levels are 3000-4000 JSON levels: beyond json.loads's recursion limit,
     # so there is no request to keep spans of; a 400 names the problem.
-    body = js_body((GOOD, chat_attrs()), (BAD, [js_attr("deep", js_nested(kind, 1000))]))
+    body = js_body((GOOD, chat_attrs()),
+                   (BAD, [js_attr("gen_ai.request.model", js_nested(kind, 1000))]))
     error = refusal(body)
     assert (error.status, error.reason) == (400, "decode_error")
 
@@ -200,7 +202,8 @@ def test_a_protobuf_value_nested_1000_deep_is_a_clean_400_from_the_parsers_depth
 @pytest.mark.parametrize("kind", ["arrayValue", "kvlistValue"])
 def test_a_json_value_nested_deep_but_readable_refuses_its_span_alone(kind):
     # 100 levels are 300-400 JSON levels: json.loads reads them, the walker stops at 32
-    body = js_body((GOOD, chat_attrs()), (BAD, [js_attr("deep", js_nested(kind, 100))]))
+    body = js_body((GOOD, chat_attrs()),
+                   (BAD, [js_attr("gen_ai.request.model", js_nested(kind, 100))]))
     assert_only_the_bad_span_is_refused(body, "invalid_attribute")
 
 
@@ -245,7 +248,7 @@ def test_a_span_with_a_too_deep_metadata_string_does_not_lose_the_request():
 def test_a_number_too_large_for_its_kind_refuses_its_span_alone(value):
     # 400 digits: float() overflows. 5000: json.loads itself refuses an integer over Python's
     # 4300-digit limit, so the body is read again leniently rather than refused whole.
-    body = js_body((GOOD, chat_attrs()), (BAD, [js_attr("x", value)]))
+    body = js_body((GOOD, chat_attrs()), (BAD, [js_attr("gen_ai.request.model", value)]))
     assert_only_the_bad_span_is_refused(body, "invalid_attribute")
 
 
@@ -401,22 +404,24 @@ def _pb_body(resource_attributes=()) -> bytes:
     return ExportTraceServiceRequest(resource_spans=[ResourceSpans(
         resource=Resource(attributes=list(resource_attributes)),
         scope_spans=[ScopeSpans(spans=[
-            Span(trace_id=TRACE, span_id=GOOD, name="s", attributes=[_kv("ok")]),
-            Span(trace_id=TRACE, span_id=BAD, name="s", attributes=[_kv("boom")]),
+            Span(trace_id=TRACE, span_id=GOOD, name="s",
+                 attributes=[_kv("gen_ai.request.model")]),
+            Span(trace_id=TRACE, span_id=BAD, name="s", attributes=[_kv("metadata")]),
         ])],
     )]).SerializeToString()
 
 
 def test_an_unexpected_failure_reading_one_protobuf_span_refuses_that_span_alone(monkeypatch):
-    monkeypatch.setattr(otlp, "_pb_attributes", _failing_on(otlp._pb_attributes, "boom"))
+    monkeypatch.setattr(otlp, "_pb_attributes", _failing_on(otlp._pb_attributes, "metadata"))
     result = decode(_pb_body(), PB)
     assert [w.span_id for w in result.spans] == [GOOD]
     assert result.rejected == [("invalid_attribute", 1)]
 
 
 def test_an_unexpected_failure_reading_one_json_span_refuses_that_span_alone(monkeypatch):
-    monkeypatch.setattr(otlp, "_js_attributes", _failing_on(otlp._js_attributes, "boom"))
-    body = js_body((GOOD, [js_str_attr("ok", "1")]), (BAD, [js_str_attr("boom", "1")]))
+    monkeypatch.setattr(otlp, "_js_attributes", _failing_on(otlp._js_attributes, "metadata"))
+    body = js_body((GOOD, [js_str_attr("gen_ai.request.model", "1")]),
+                   (BAD, [js_str_attr("metadata", "1")]))
     result = decode(body)
     assert [w.span_id for w in result.spans] == [GOOD]
     assert result.rejected == [("invalid_attribute", 1)]
@@ -427,10 +432,10 @@ def test_an_unexpected_failure_reading_a_resource_refuses_the_spans_of_that_reso
     monkeypatch, content_type
 ):
     reader = "_pb_attributes" if content_type == PB else "_js_attributes"
-    monkeypatch.setattr(otlp, reader, _failing_on(getattr(otlp, reader), "res"))
+    monkeypatch.setattr(otlp, reader, _failing_on(getattr(otlp, reader), "tenant.id"))
     if content_type == PB:
-        body = _pb_body([_kv("res")])
+        body = _pb_body([_kv("tenant.id")])
     else:
-        body = js_body((GOOD, []), (BAD, []), resource=[js_str_attr("res", "1")])
+        body = js_body((GOOD, []), (BAD, []), resource=[js_str_attr("tenant.id", "1")])
     result = decode(body, content_type)
     assert (result.spans, result.rejected) == ([], [("invalid_attribute", 2)])

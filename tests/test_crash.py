@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
@@ -26,7 +27,8 @@ REPEAT = 30
 class ServerProcess:
     """``llm-token-exporter serve`` in its own process, killed for real."""
 
-    def __init__(self, port: int, state_dir: Path, log: Path) -> None:
+    def __init__(self, port: int, state_dir: Path, log: Path, env: dict | None = None) -> None:
+        self._env = env or {}
         self.url = f"http://127.0.0.1:{port}"
         self._args = [
             sys.executable, "-m", "exporter.cli", "serve",
@@ -38,7 +40,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **self._env}
         with open(self._log, "ab") as log:
             self.proc = subprocess.Popen(self._args, stdout=log, stderr=subprocess.STDOUT,
                                          env=env, cwd=ROOT)
@@ -73,7 +75,10 @@ def send_with_retry(exporter: OTLPSpanExporter, batch) -> int:
         time.sleep(0.05)
 
 
-def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(tmp_path):
+# every group checkpointed (kills land in checkpoints too), and the default (kills land
+# between checkpoints: the restart replays the journal)
+@pytest.mark.parametrize("checkpoint_interval", ["0", "1"])
+def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(tmp_path, checkpoint_interval):
     spans = svc.record_spans(lambda tracer: [worked_example(tracer) for _ in range(REPEAT)])
     rng = random.Random(11)
     rng.shuffle(spans)  # children and parents of a trace land in different batches
@@ -83,7 +88,8 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(tmp_path):
         batches.append(spans[i:i + n])
         i += n
 
-    server = ServerProcess(free_port(), tmp_path / "state", tmp_path / "server.log")
+    server = ServerProcess(free_port(), tmp_path / "state", tmp_path / "server.log",
+                           {"LLM_TOKEN_EXPORTER_CHECKPOINT_INTERVAL": checkpoint_interval})
     server.start()
     exporter = OTLPSpanExporter(endpoint=server.url + "/v1/traces", timeout=5)
 

@@ -28,11 +28,20 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from exporter.otlp import OtlpError, WireSpan, decode_request, encode_response, encode_status
+from otel_processor.conventions import READ_NAMES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
 PB, JS = "application/x-protobuf", "application/json"
 LIMITS = {"max_body_bytes": 4 << 20, "max_decompressed_bytes": 16 << 20, "max_spans": 1000}
 TRACE, SPAN, PARENT = bytes(range(1, 17)), bytes(range(1, 9)), bytes(range(11, 19))
+#: What decoding keeps: the names the engine reads, and the resource's service.name.
+KEPT = READ_NAMES | {"service.name"}
+# Read names that these tests give values of every kind (any read name would do).
+READ_A, READ_B, READ_C = "gen_ai.request.model", "metadata", "llm.invocation_parameters"
+
+
+def kept(attributes) -> dict:
+    return {k: v for k, v in dict(attributes).items() if k in KEPT}
 
 
 def decode(body, content_type=PB, encoding=None, **limits):
@@ -107,13 +116,13 @@ def test_protobuf_from_the_sdk_encoder_gives_back_ids_attributes_resource_status
         expected_parent = span.parent.span_id.to_bytes(8, "big") if span.parent else None
         assert wire.parent_span_id == expected_parent
         assert wire.name == span.name
-        assert wire.attributes == dict(span.attributes)
-        assert wire.resource_attributes == dict(span.resource.attributes)
+        assert wire.attributes == kept(span.attributes)
+        assert wire.resource_attributes == kept(span.resource.attributes)
         assert wire.error is (span.status.status_code is StatusCode.ERROR)
         assert (wire.start_ns, wire.end_ns) == (span.start_time, span.end_time)
     chat = next(w for w in result.spans if w.name == "chat")
-    assert chat.attributes["gen_ai.request.stop_sequences"] == ("END", "STOP")
-    assert chat.attributes["ids"] == (1, 2, 3)
+    assert chat.attributes == {"gen_ai.usage.input_tokens": 1200, "enduser.id": "alice"}
+    assert chat.resource_attributes == {"service.name": "bot", "tenant.id": "t1"}
     assert chat.error is True
 
 
@@ -129,7 +138,9 @@ def test_json_form_of_the_sdk_request_decodes_to_the_same_wire_spans(sdk_spans):
     assert from_json[0].resource_attributes is from_json[1].resource_attributes
 
 
-def test_handwritten_json_per_spec_decodes_every_value_kind():
+def test_handwritten_json_per_spec_decodes_to_the_attributes_that_are_read():
+    # The fixture carries a value of every kind; those under names nobody reads are skipped
+    # (every kind under a read name: test_every_read_name_is_decoded_with_its_value).
     (span,) = decode((FIXTURES / "chat_span.json").read_bytes(), JS).spans
     resource = {"service.name": "support-bot", "tenant.id": "acme"}
     assert span == WireSpan(
@@ -141,11 +152,6 @@ def test_handwritten_json_per_spec_decodes_every_value_kind():
             "gen_ai.operation.name": "chat",
             "gen_ai.usage.input_tokens": 1200,
             "gen_ai.usage.output_tokens": 35,
-            "gen_ai.request.temperature": 0.25,
-            "gen_ai.request.stream": True,
-            "gen_ai.request.stop_sequences": ("END", 7),
-            "gen_ai.request.metadata": '{"team":"care","tags":[false]}',
-            "request.digest": "deadbeef",
         },
         resource_attributes=resource,
         error=True,
@@ -157,20 +163,20 @@ def test_handwritten_json_per_spec_decodes_every_value_kind():
 def test_nested_values_flatten_the_same_from_protobuf_and_json():
     inner = KeyValueList(values=[kv("b", bytes_value=b"\x01\xff"), kv("n", int_value=-3)])
     nested = [
-        kv("matrix", array_value=ArrayValue(values=[
+        kv(READ_A, array_value=ArrayValue(values=[
             AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1)])),
             AnyValue(kvlist_value=KeyValueList(values=[kv("k", string_value="v")])),
             AnyValue(),
         ])),
-        kv("doc", kvlist_value=KeyValueList(values=[
+        kv(READ_B, kvlist_value=KeyValueList(values=[
             kv("inner", kvlist_value=inner),
             kv("list", array_value=ArrayValue(values=[AnyValue(double_value=1.5)])),
         ])),
-        KeyValue(key="nothing"),
+        KeyValue(key=READ_C),  # an empty AnyValue: the key is left out
     ]
     request = pb_request(pb_span(attributes=nested))
-    expected = {"matrix": ((1,), '{"k":"v"}', None),
-                "doc": '{"inner":{"b":"01ff","n":-3},"list":[1.5]}'}
+    expected = {READ_A: ((1,), '{"k":"v"}', None),
+                READ_B: '{"inner":{"b":"01ff","n":-3},"list":[1.5]}'}
     assert decode(request.SerializeToString()).spans[0].attributes == expected
     assert decode(otlp_json(request), JS).spans[0].attributes == expected
 
@@ -367,13 +373,13 @@ def test_json_64_bit_integers_read_as_numbers_or_decimal_strings_up_to_their_lim
     doc = {"resourceSpans": [{"scopeSpans": [{"spans": [{
         "traceId": TRACE.hex(), "spanId": SPAN.hex(),
         "startTimeUnixNano": "18446744073709551615", "endTimeUnixNano": 1.7e18,
-        "attributes": [{"key": "min", "value": {"intValue": "-9223372036854775808"}},
-                       {"key": "float", "value": {"intValue": 3.0}},
-                       {"value": {"doubleValue": "-Infinity"}}],
+        "attributes": [{"key": READ_A, "value": {"intValue": "-9223372036854775808"}},
+                       {"key": READ_B, "value": {"intValue": 3.0}},
+                       {"key": READ_C, "value": {"doubleValue": "-Infinity"}}],
     }]}]}]}
     (span,) = decode(json.dumps(doc).encode(), JS).spans
     assert (span.start_ns, span.end_ns) == (2**64 - 1, 1_700_000_000_000_000_000)
-    assert span.attributes == {"min": -(2**63), "float": 3, "": float("-inf")}
+    assert span.attributes == {READ_A: -(2**63), READ_B: 3, READ_C: float("-inf")}
     doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["startTimeUnixNano"] = str(2**64)
     assert "startTimeUnixNano" in refusal(json.dumps(doc).encode(), JS).message
 
@@ -394,15 +400,22 @@ def test_json_status_code_may_be_given_by_name():
     {"intValue": "-9223372036854775809"}, {"doubleValue": True},
     {"doubleValue": 10**400},  # beyond a double: float() raises OverflowError, not ValueError
 ])
-def test_a_json_span_with_an_unreadable_attribute_is_refused_alone(value):
+@pytest.mark.parametrize("read", [True, False], ids=["read", "unread"])
+def test_a_json_span_with_an_unreadable_attribute_is_refused_alone_when_it_is_read(value, read):
     doc = {"resourceSpans": [{"scopeSpans": [{"spans": [
         {"traceId": TRACE.hex(), "spanId": SPAN.hex(),
-         "attributes": [{"key": "k", "value": value}]},
+         "attributes": [{"key": READ_A if read else "app.unread", "value": value},
+                        {"key": READ_B, "value": {"stringValue": "kept"}}]},
         {"traceId": TRACE.hex(), "spanId": PARENT.hex()},
     ]}]}]}
     result = decode(json.dumps(doc).encode(), JS)
-    assert [w.span_id for w in result.spans] == [PARENT]
-    assert result.rejected == [("invalid_attribute", 1)]
+    if read:
+        assert [w.span_id for w in result.spans] == [PARENT]
+        assert result.rejected == [("invalid_attribute", 1)]
+    else:  # a name nobody reads: its value is neither converted nor checked
+        assert [(w.span_id, w.attributes) for w in result.spans] == [
+            (SPAN, {READ_B: "kept"}), (PARENT, {})]
+        assert result.rejected == []
 
 
 def test_an_unreadable_resource_attribute_refuses_the_spans_of_that_resource_only():
@@ -422,12 +435,69 @@ def test_values_nested_deeper_than_32_levels_refuse_the_span(content_type):
         for _ in range(depth):
             value = AnyValue(array_value=ArrayValue(values=[value]))
         return value
-    request = pb_request(pb_span(attributes=[KeyValue(key="deep", value=nest(33))]),
-                         pb_span(span_id=PARENT, attributes=[KeyValue(key="ok", value=nest(32))]))
+    request = pb_request(pb_span(attributes=[KeyValue(key=READ_A, value=nest(33))]),
+                         pb_span(span_id=PARENT, attributes=[KeyValue(key=READ_A, value=nest(32))]))
     body = request.SerializeToString() if content_type == PB else otlp_json(request)
     result = decode(body, content_type)
     assert [w.span_id for w in result.spans] == [PARENT]
     assert result.rejected == [("invalid_attribute", 1)]
+
+
+def _nest(depth: int) -> AnyValue:
+    value = AnyValue(string_value="leaf")
+    for _ in range(depth):
+        value = AnyValue(array_value=ArrayValue(values=[value]))
+    return value
+
+
+@pytest.mark.parametrize("content_type", [PB, JS])
+def test_an_unreadable_value_under_a_name_nobody_reads_refuses_nothing(content_type):
+    # Too deep to read (33 levels), under names the engine never reads: skipped by name,
+    # on the span and on its resource alike; what is read is kept.
+    deep = KeyValue(key="app.payload", value=_nest(33))
+    request = pb_request(
+        pb_span(attributes=[deep, kv(READ_A, string_value="gpt-4o"), deep]),
+        resource_attributes=[deep, kv("service.name", string_value="bot")],
+    )
+    body = request.SerializeToString() if content_type == PB else otlp_json(request)
+    result = decode(body, content_type)
+    assert result.rejected == [] and result.error_message == ""
+    (span,) = result.spans
+    assert span.attributes == {READ_A: "gpt-4o"}
+    assert span.resource_attributes == {"service.name": "bot"}
+
+
+def _value_of_kind(i: int) -> tuple[AnyValue, object]:
+    """The i-th of a cycle of AnyValues of every kind, and what decoding gives for it."""
+    cases = [
+        (AnyValue(string_value=f"s{i}"), f"s{i}"),
+        (AnyValue(int_value=i - 5), i - 5),  # zero and negatives included
+        (AnyValue(double_value=i + 0.5), i + 0.5),
+        (AnyValue(bool_value=i % 2 == 0), i % 2 == 0),
+        (AnyValue(bytes_value=bytes([i, 255])), bytes([i, 255]).hex()),
+        (AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="a"),
+                                                 AnyValue(int_value=i)])), ("a", i)),
+        (AnyValue(kvlist_value=KeyValueList(values=[kv("k", int_value=i)])), f'{{"k":{i}}}'),
+        (AnyValue(string_value=""), ""),  # an empty string is a value (scan ignores it)
+    ]
+    return cases[i % len(cases)]
+
+
+@pytest.mark.parametrize("content_type", [PB, JS])
+def test_every_read_name_is_decoded_with_its_value(content_type):
+    names = sorted(KEPT)
+    assert "service.name" in names and len(READ_NAMES) > 50  # the tables, not a handful
+    pairs = [(name, _value_of_kind(i)) for i, name in enumerate(names)]
+    attributes = [KeyValue(key=name, value=value) for name, (value, _) in pairs]
+    unread = [kv("http.request.method", string_value="POST"), kv("server.port", int_value=443),
+              kv("gen_ai.request.temperature", double_value=0.7)]
+    request = pb_request(pb_span(attributes=unread + attributes + unread),
+                         resource_attributes=attributes + unread)
+    body = request.SerializeToString() if content_type == PB else otlp_json(request)
+    (span,) = decode(body, content_type).spans
+    expected = {name: decoded for name, (_, decoded) in pairs}
+    assert span.attributes == expected
+    assert span.resource_attributes == expected
 
 
 # --- robustness -----------------------------------------------------------------------------

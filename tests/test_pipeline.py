@@ -44,8 +44,9 @@ def make(tmp_path):
         directory = DirectorySource(WORKED_EXAMPLE_DIRECTORY)
         directory.refresh()
         fields = dict(idle_timeout=30.0, max_traces=100, max_spans=1000, dedupe_retention=60.0)
+        store_options = kwargs.pop("store_options", {})
         fields.update(kwargs)
-        pipeline = Pipeline(store=Store(tmp_path / "state"), directory=directory,
+        pipeline = Pipeline(store=Store(tmp_path / "state", **store_options), directory=directory,
                             prices=load_prices(None), ledger=Ledger(), clock=clock, **fields)
         pipeline.start()
         made.append(pipeline)
@@ -107,11 +108,11 @@ def test_spans_the_normaliser_refuses_are_counted_and_answered(make):
     assert snap.value("llm_exporter_spans_received", "otlp_http") == 5
 
 
-def test_a_span_resent_after_more_others_than_memory_holds_still_counts_once(make):
-    """The window is on disk: memory holds only the newest ids (here 5 of them)."""
-    pipeline, clock = make(max_seen=5, idle_timeout=1.0)
+def test_a_span_resent_after_its_trace_closed_and_was_checkpointed_counts_once(make):
+    """The window is on disk: once checkpointed and closed, only the store knows an id."""
+    pipeline, clock = make(idle_timeout=1.0, store_options={"checkpoint_interval": 0.0})
     assert pipeline.submit([CHAT_SPAN, ROOT_SPAN]).ok
-    for i in range(20):  # twenty other traces push the first ids out of memory
+    for i in range(20):  # twenty other traces, each group checkpointed
         trace_id = bytes([0x10 + i]) * 16
         other = WireSpan(trace_id, b"\x09" * 8, None, "s", {}, {}, False, 0, 1)
         clock.now += 0.5
