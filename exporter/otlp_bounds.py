@@ -6,8 +6,10 @@ within the size limit. Each message decoded costs about the same memory whatever
 size, so the number of messages is bounded here, at C speed where possible:
 
 - JSON: every object is a ``{``; counting them bounds every level at once.
-- Protobuf: resource spans, scope spans and spans are walked (a few per request, and at
-  most ``max_spans`` spans) and counted; inside each span, the tag bytes of attributes,
+- Protobuf: first every tag byte of the body is counted with ``bytes.count``: an upper
+  bound on every count below, so a body within it passes at once. Otherwise resource
+  spans, scope spans and spans are walked (a few per request, and at most ``max_spans``
+  spans) and counted; inside each span, the tag bytes of attributes,
   events and links are counted with ``bytes.count``: an upper bound, exact when a tag byte
   appears only as a tag. Only a span whose bound is over the limit is walked field by
   field, and the walk stops at the limit.
@@ -88,6 +90,8 @@ def check_protobuf(body: bytes, *, max_spans: int, max_values: int) -> None:
 def _check_protobuf(body: bytes, max_spans: int, max_values: int) -> None:
     """Count at C speed with upper bounds; only when the bound is over the limit, count
     exactly (a walk that stops at the limit)."""
+    if _within_by_tag_bytes(body, max_spans, max_values):
+        return
     exact = False
     while True:
         values = _count(body, max_spans, max_values, exact)
@@ -96,6 +100,29 @@ def _check_protobuf(body: bytes, max_spans: int, max_values: int) -> None:
         if exact:
             raise TooMany("values", max_values)
         exact = True
+
+
+# Every message _count counts starts with one of these tag bytes, each at its own offset:
+# resource spans, resources, scopes and attributes inside them (1), scope spans and spans
+# (2), scope attributes (3), and the _SPAN_TAGS.
+_ALL_TAGS = (b"\x0a", b"\x12", b"\x1a", b"\x22", b"\x4a", b"\x5a", b"\x6a")
+
+
+def _within_by_tag_bytes(body: bytes, max_spans: int, max_values: int) -> bool:
+    """True when counting the tag bytes of the whole body, at C speed, already proves it
+    within every limit: each count bounds what the walk below would count. Any byte equal
+    to a tag counts too, so a body of typical size (a few hundred KiB) passes here and
+    only a large or crafted one is walked."""
+    spans, groups, values = tag_byte_bounds(body)
+    return spans <= max_spans and groups <= 3 * max_spans and values <= max_values
+
+
+def tag_byte_bounds(body: bytes) -> tuple[int, int, int]:
+    """Upper bounds on the spans, the groups (resource and scope spans) and the values that
+    :func:`check_protobuf` counts in ``body``."""
+    count = body.count
+    ones, twos = count(b"\x0a"), count(b"\x12")
+    return twos, ones + twos, ones + twos + sum(count(tag) for tag in _ALL_TAGS[2:])
 
 
 def _count(body: bytes, max_spans: int, max_values: int, exact: bool) -> int:

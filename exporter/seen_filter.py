@@ -9,8 +9,10 @@ Ids are added to the young generation with the time they were seen. When a prune
 every id older than some horizon and the old generation holds nothing newer than that
 horizon, the old generation is dropped and the young one becomes old: an id stays in one
 of the two for as long as it is within the window. The hash is Python's own (randomised
-per process), so the filters are never written to disk; a store opened on ids already on
-disk cannot rule them out until they are all past the window (see ``authoritative``).
+per process), so the filters are never written to disk: a store opened on ids already on
+disk reads them back into bits of its own (:meth:`SeenFilter.blank`, on a thread of its
+own) and merges them in (:meth:`SeenFilter.merge_known`); until then, or until a prune
+passes the newest of them, "not in the filter" proves nothing (see ``authoritative``).
 """
 
 from __future__ import annotations
@@ -57,10 +59,17 @@ class SeenFilter:
 
     def add_many(self, keys_at) -> None:
         """``add`` for (key, time) pairs, with the loop's lookups hoisted."""
-        mask = self._mask
         young = self._young
-        bits = young.bits
-        newest = young.newest
+        young.newest = self.add_into(young.bits, keys_at, young.newest)
+
+    def blank(self) -> bytearray:
+        """Bits for :meth:`add_into` and :meth:`merge_known`, built apart (on another
+        thread) from the filters in use."""
+        return bytearray(self._size >> 3)
+
+    def add_into(self, bits: bytearray, keys_at, newest: float) -> float:
+        """Set the bits of (key, time) pairs in ``bits``; return the latest time."""
+        mask = self._mask
         for key, at in keys_at:
             h = hash(key)
             a, b = h & mask, ((h >> 32) | 1) & mask
@@ -71,7 +80,18 @@ class SeenFilter:
             bits[p >> 3] |= 1 << (p & 7)
             if at > newest:
                 newest = at
-        young.newest = newest
+        return newest
+
+    def merge_known(self, bits: bytearray, newest: float) -> None:
+        """The ids that were on disk before this filter, gathered in ``bits`` (see
+        :meth:`blank`): from now on the filter knows every id, and is authoritative."""
+        old = self._old
+        size = len(old.bits)
+        merged = int.from_bytes(old.bits, "little") | int.from_bytes(bits, "little")
+        old.bits = bytearray(merged.to_bytes(size, "little"))
+        if newest > old.newest:
+            old.newest = newest
+        self._unknown_until = None
 
     def maybe_seen(self, keys) -> list[bytes]:
         """The ``keys`` that may have been seen (all of them while not authoritative)."""

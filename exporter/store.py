@@ -107,9 +107,9 @@ _CREATE_SEEN_IDS = "CREATE TABLE seen_ids (id BLOB PRIMARY KEY, at REAL NOT NULL
 _CREATE_SEEN_IDS_AT = "CREATE INDEX seen_ids_at ON seen_ids (at)"
 # Pending spans, one row per trace per checkpoint that brought it spans or marks: data is
 # marshal((spans, marks)) with spans [(span id, parent id, record values, attributed,
-# received at, order)] and marks [span id] (spans of earlier rows now attributed). Rows of a
-# trace apply in seq order; a span id already there keeps its first copy. A dropped trace
-# is one range delete.
+# received at, order)] and marks [span id] (spans of this row or earlier ones attributed
+# since: a row's marks apply after its spans). Rows of a trace apply in seq order; a span id
+# already there keeps its first copy. A dropped trace is one range delete.
 _CREATE_PENDING_CHUNKS = (
     "CREATE TABLE pending_chunks (trace_id BLOB NOT NULL, seq INTEGER NOT NULL,"
     " format INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (trace_id, seq)) WITHOUT ROWID"
@@ -147,7 +147,7 @@ _ADD_SEEN = (
     " ON CONFLICT (id) DO UPDATE SET at = max(at, excluded.at)"
 )
 _PRUNE_SEEN = "DELETE FROM seen_ids WHERE at < ?"
-# ids pruned in memory but not yet on disk are below the cutoff: never answered
+# ids pruned by a prune not yet checkpointed are below the cutoff: never answered
 _LOOKUP_SEEN = (
     f"SELECT id FROM seen_ids WHERE id IN ({', '.join('?' * _LOOKUP_CHUNK)}) AND at >= ?"
 )
@@ -302,16 +302,17 @@ _Frame = tuple
 def _frame_of(batch: Batch) -> _Frame:
     """Validate ``batch`` and turn it into a frame; raises TypeError/ValueError on bad data."""
     spans = []
-    for s in batch.new_spans:
-        parent = s.parent_id
-        if parent is not None:
-            _id(parent, _SPAN_ID_SIZE, "parent id")
-        if type(s.attributed) is not bool:
-            raise TypeError(f"attributed {s.attributed!r:.20} is not a bool")
-        spans.append((_id(s.trace_id, _TRACE_ID_SIZE, "trace id"),
-                      _id(s.span_id, _SPAN_ID_SIZE, "span id"), parent,
-                      _record_values(s.record), s.attributed,
-                      _time(s.received_at, "received_at")))
+    append, values_of = spans.append, _record_values
+    for s in batch.new_spans:  # inlined checks: one span received, one pass here
+        trace, span, parent, at = s.trace_id, s.span_id, s.parent_id, s.received_at
+        if (type(trace) is not bytes or len(trace) != _TRACE_ID_SIZE or type(span) is not bytes
+                or len(span) != _SPAN_ID_SIZE or (parent is not None and (
+                    type(parent) is not bytes or len(parent) != _SPAN_ID_SIZE))
+                or (type(at) is not float and type(at) is not int)
+                or type(s.attributed) is not bool):
+            raise TypeError(f"pending span {s!r:.200} has an id of the wrong size, a time that"
+                            " is not a number or an attributed flag that is not a bool")
+        append((trace, span, parent, values_of(s.record), s.attributed, at))
     marks = [(_id(t, _TRACE_ID_SIZE, "trace id"), _id(s, _SPAN_ID_SIZE, "span id"))
              for t, s in batch.attributed]
     dropped = [_id(t, _TRACE_ID_SIZE, "dropped trace id") for t in batch.dropped_traces]
@@ -344,9 +345,9 @@ class _Delta:
     __slots__ = ("spans", "marks", "drops", "totals", "users", "seen", "prune", "n_spans")
 
     def __init__(self) -> None:
-        # trace -> span -> [parent, record values, attributed, received_at, order]
-        self.spans: dict[bytes, dict[bytes, list]] = {}
-        self.marks: dict[bytes, set[bytes]] = {}  # trace -> spans of earlier chunks attributed
+        # trace -> span -> (span, parent, record values, attributed, received_at, order)
+        self.spans: dict[bytes, dict[bytes, tuple]] = {}
+        self.marks: dict[bytes, set[bytes]] = {}  # trace -> spans attributed since
         self.drops: set[bytes] = set()  # traces whose earlier chunks go
         self.totals: set[tuple[str, tuple[str, ...]]] = set()  # series changed
         self.users: set[tuple[str, str, str]] = set()
@@ -368,14 +369,15 @@ class _Delta:
             if of_trace is None:
                 of_trace = staged[trace] = {}
             if span not in of_trace:  # a second copy: the first stays
-                of_trace[span] = [parent, values, attributed, at, base | i]
+                of_trace[span] = (span, parent, values, attributed, at, base | i)
                 self.n_spans += 1
+        # A mark applies to the span wherever it is: earlier chunks or this one (a chunk's
+        # marks apply after its spans).
         for trace, span in marks:
-            entry = staged.get(trace, {}).get(span)
-            if entry is not None:
-                entry[2] = True
-            else:
-                self.marks.setdefault(trace, set()).add(span)
+            of_trace = self.marks.get(trace)
+            if of_trace is None:
+                of_trace = self.marks[trace] = set()
+            of_trace.add(span)
         for trace in dropped:
             self.n_spans -= len(staged.pop(trace, ()))
             self.marks.pop(trace, None)
@@ -461,6 +463,10 @@ class Store:
         self._db: sqlite3.Connection | None = None  # guarded by _busy; None once closed
         # fd of <state_dir>/lock, flocked; guarded by _busy; None once closed
         self._lock: int | None = None
+        self._stop_reading = threading.Event()  # close() stops the reader of known ids
+        self._reader: threading.Thread | None = None
+        #: ids looked up on disk since open (the Bloom filters could not rule them out)
+        self.disk_lookups = 0
         self._journal = Journal(self.path.parent, _RECORD_FIELDS,
                                 sync=mode in ("FULL", "EXTRA"))
         try:
@@ -495,7 +501,11 @@ class Store:
         (self._seq,) = db.execute("SELECT seq FROM journal_state").fetchone()
         (newest,) = db.execute(_NEWEST_SEEN).fetchone()
         self._filter = SeenFilter(seen_filter_bits, authoritative_after=newest)
-        self._pruned = float("-inf")  # the latest prune of this store: older ids never count
+        # the ids on disk, read back into the filter's bits by a thread of its own
+        self._known: tuple[bytearray, float] | None = None  # set once, by that thread
+        if newest is not None:
+            self._reader = threading.Thread(target=self._read_known_ids, daemon=True,
+                                            name="llm-token-exporter-seen-ids")
         self._delta = _Delta()
         replayed = 0
         converters: dict[tuple[str, ...], Callable | None] = {}
@@ -516,11 +526,42 @@ class Store:
         self._journal.start(self._seq + 1)
         self._checkpoint(db)  # the replay is in the database before anything new comes
         self._last_checkpoint = self._clock()
+        if self._reader is not None:
+            self._reader.start()
+
+    def _read_known_ids(self) -> None:
+        """Read every seen id on disk into bits for the filter (a restart over a dedupe
+        window of millions of ids: about a second per million, beside the writer). Until
+        they are merged, every id the filter does not hold is looked up on disk."""
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                 check_same_thread=False)
+        except sqlite3.Error:
+            logger.warning("%s: seen ids not read back; looked up on disk until the window"
+                           " has passed", self.path, exc_info=True)
+            return
+        try:
+            bits, newest = self._filter.blank(), float("-inf")
+            rows = db.execute("SELECT id, at FROM seen_ids")
+            while chunk := rows.fetchmany(20_000):
+                if self._stop_reading.is_set():
+                    return
+                newest = self._filter.add_into(bits, chunk, newest)
+            self._known = (bits, newest)
+        except sqlite3.Error:
+            logger.warning("%s: seen ids not read back; looked up on disk until the window"
+                           " has passed", self.path, exc_info=True)
+        finally:
+            db.close()
 
     def _apply(self, seq: int, frame: _Frame) -> None:
         self._delta.apply(seq, frame, self._totals, self._filter)
-        if frame[6] is not None and frame[6] > self._pruned:
-            self._pruned = frame[6]
+
+    def _cutoff(self) -> float:
+        """Ids on disk older than this are pruned already, by a prune not yet checkpointed
+        (the ids seen again since are in the delta, answered from memory)."""
+        prune = self._delta.prune
+        return -1e300 if prune is None else prune
 
     def _lock_state_dir(self) -> int:
         """Flock ``<state_dir>/lock`` for this store's lifetime; return its fd.
@@ -658,10 +699,9 @@ class Store:
                 continue
             spans, marks = marshal.loads(data)
             _merge(traces, trace, spans, marks, converters[fmt])
-        for trace, marks in delta.marks.items():
-            _merge(traces, trace, (), marks, None)
-        for trace, of_trace in delta.spans.items():
-            _merge(traces, trace, [(s, *entry) for s, entry in of_trace.items()], (), None)
+        for trace in delta.spans.keys() | delta.marks.keys():  # as the next chunk will
+            _merge(traces, trace, delta.spans.get(trace, {}).values(),
+                   delta.marks.get(trace, ()), None)
         rows = [(entry[4], trace, span, entry)
                 for trace, of_trace in traces.items() for span, entry in of_trace.items()]
         rows.sort(key=operator.itemgetter(0))
@@ -684,6 +724,9 @@ class Store:
             for key in keys:
                 if type(key) is not bytes or len(key) != _SEEN_ID_SIZE:
                     raise ValueError(f"seen key {key!r:.80} is not 24 bytes")
+            if self._known is not None:  # the ids on disk at open are read: merge them
+                self._filter.merge_known(*self._known)
+                self._known = None
             staged = self._delta.seen
             found = {key for key in keys if key in staged}
             rest = self._filter.maybe_seen([key for key in keys if key not in found])
@@ -696,8 +739,9 @@ class Store:
             self._busy.release()
 
     def _lookup(self, db: sqlite3.Connection, keys: list[bytes]) -> set[bytes]:
+        self.disk_lookups += len(keys)
         found: set[bytes] = set()
-        cutoff = self._pruned if self._pruned != float("-inf") else -1e300
+        cutoff = self._cutoff()
         db.execute("BEGIN")  # one snapshot for all the chunks
         try:
             for start in range(0, len(keys), _LOOKUP_CHUNK):
@@ -714,8 +758,7 @@ class Store:
         """How many seen ids are stored; counts the whole index, O(n): for tests, rarely else."""
         db = self._enter()
         try:
-            cutoff = self._pruned if self._pruned != float("-inf") else -1e300
-            (on_disk,) = db.execute(_COUNT_SEEN, (cutoff,)).fetchone()
+            (on_disk,) = db.execute(_COUNT_SEEN, (self._cutoff(),)).fetchone()
             staged = list(self._delta.seen)
             return on_disk + len(staged) - len(self._lookup(db, staged) if staged else ())
         except Exception as exc:
@@ -784,8 +827,9 @@ class Store:
             return
         seq, fmt = self._seq, self._format
         chunks = []
+        no_spans: dict = {}
         for trace in delta.spans.keys() | delta.marks.keys():
-            spans = [(span, *entry) for span, entry in delta.spans.get(trace, {}).items()]
+            spans = list(delta.spans.get(trace, no_spans).values())
             chunks.append((trace, seq, fmt,
                            marshal.dumps((spans, sorted(delta.marks.get(trace, ()))))))
         chunks.sort()
@@ -834,6 +878,9 @@ class Store:
 
         Idempotent. The directory lock goes last: the next store opens a checkpointed file.
         """
+        self._stop_reading.set()
+        if self._reader is not None and self._reader.is_alive():
+            self._reader.join()
         with self._busy:  # waits for an in-flight commit
             db, self._db = self._db, None
             lock, self._lock = self._lock, None

@@ -33,11 +33,9 @@ MAX_DEPTH = 256
 _COUNTED_KINDS = frozenset({MODEL, AGENT, WORKFLOW})
 
 
-@dataclass(slots=True)
-class _Node:
-    parent_id: bytes | None
-    record: SpanRecord
-    waiting: bool  # a usage or heat span not yet attributed
+#: A span in assembly: (parent id, record). A tuple: built for every span, and cheaper than
+#: any object; whether it still waits for attribution is ``_Trace.waiting``'s business.
+_Node = tuple  # tuple[bytes | None, SpanRecord]
 
 
 @dataclass(slots=True)  # not frozen: built per span, and frozen init is 4x slower
@@ -159,18 +157,25 @@ class Assembler:
         capacity is charged to; a trace belongs to the client of its first span.
         """
         trace = self._traces.get(trace_id)
-        if trace is not None and span_id in trace.spans:
-            return False
-        trace = self._trace(trace_id, now, client)
-        waiting = not attributed and needs_attribution(record)
-        trace.spans[span_id] = _Node(parent_id, record, waiting)
-        if waiting:
+        if trace is None:
+            trace = self._trace(trace_id, now, client)
+        else:  # self._trace(trace_id, now, client), inline: this runs for every span
+            if span_id in trace.spans:
+                return False
+            self._traces.move_to_end(trace_id)
+            self._client_traces[trace.client].move_to_end(trace_id)
+            if now > trace.last_seen:
+                trace.last_seen = now
+        trace.spans[span_id] = (parent_id, record)
+        if not attributed and record.kind in _COUNTED_KINDS:  # needs_attribution
             trace.waiting[span_id] = None
         started = trace.started
         if started is not None and span_id in started:
             started.discard(span_id)  # counted once, when it started
         else:
-            self._count(trace, 1)
+            self._span_count += 1  # self._count(trace, 1)
+            spans = self._client_spans
+            spans[trace.client] = spans.get(trace.client, 0) + 1
         return True
 
     def ready(self, trace_id: bytes) -> list[Ready]:
@@ -179,13 +184,13 @@ class Assembler:
         if trace is None or not trace.waiting:
             return []
         out = []
-        for span_id in list(trace.waiting):
-            node = trace.spans[span_id]
-            ancestors = _chain(trace, node, complete_only=True)
+        spans, waiting = trace.spans, trace.waiting
+        for span_id in list(waiting):
+            parent_id, record = spans[span_id]
+            ancestors = _complete_chain(spans, parent_id)
             if ancestors is not None:
-                node.waiting = False
-                del trace.waiting[span_id]
-                out.append(Ready(trace_id, span_id, node.record, ancestors))
+                del waiting[span_id]
+                out.append(Ready(trace_id, span_id, record, ancestors))
         return out
 
     def close_idle(self, now: float) -> list[Closed]:
@@ -240,7 +245,7 @@ class Assembler:
         if not trace.waiting:
             return Closed(trace_id, COMPLETE if reason in (TIMEOUT, COMPLETE) else reason, ())
         leftovers = tuple(
-            Ready(trace_id, span_id, node.record, _chain(trace, node, complete_only=False))
+            Ready(trace_id, span_id, node[1], _chain(trace, node, complete_only=False))
             for span_id, node in ((i, trace.spans[i]) for i in trace.waiting)
         )
         return Closed(trace_id, reason, leftovers)
@@ -253,14 +258,34 @@ def _chain(trace: _Trace, node: _Node, *, complete_only: bool):
     the ancestors known so far. A parent cycle or a chain beyond MAX_DEPTH stops the walk:
     such a chain never completes and is attributed when the trace closes.
     """
+    if complete_only:
+        return _complete_chain(trace.spans, node[0])
     ancestors: list[SpanRecord] = []
     seen: set[bytes] = set()
-    parent_id = node.parent_id
+    parent_id = node[0]
     while parent_id is not None:
         parent = trace.spans.get(parent_id)
         if parent is None or parent_id in seen or len(ancestors) >= MAX_DEPTH:
-            return None if complete_only else tuple(ancestors)
+            return tuple(ancestors)
         seen.add(parent_id)
-        ancestors.append(parent.record)
-        parent_id = parent.parent_id
+        ancestors.append(parent[1])
+        parent_id = parent[0]
+    return tuple(ancestors)
+
+
+def _complete_chain(spans: dict, parent_id) -> tuple[SpanRecord, ...] | None:
+    """``_chain(..., complete_only=True)`` from a parent id: the ancestors, or None.
+
+    Without a set of ids seen: a parent cycle never reaches a root, so it runs into
+    MAX_DEPTH and gives None, as a cycle found on the way would.
+    """
+    if parent_id is None:
+        return ()
+    ancestors: list[SpanRecord] = []
+    while parent_id is not None:
+        parent = spans.get(parent_id)
+        if parent is None or len(ancestors) >= MAX_DEPTH:
+            return None
+        parent_id, record = parent
+        ancestors.append(record)
     return tuple(ancestors)

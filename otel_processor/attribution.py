@@ -144,26 +144,36 @@ def _flow_of_invocation(
     return False
 
 
-def outermost_agent(ancestors: Sequence[SpanRecord], directory: Directory) -> str | None:
-    """R4 (with R5's stand-in): the outermost agent-invocation ancestor."""
-    for ancestor in reversed(ancestors):  # root first: the first match is the outermost
-        agent = _agent_of(ancestor, directory)
-        if agent is not None:
-            return agent
-    return None
-
-
-def outermost_workflow(ancestors: Sequence[SpanRecord], directory: Directory) -> str | None:
-    """R5: the outermost workflow ancestor that is not a chat workflow."""
-    for ancestor in reversed(ancestors):
-        if ancestor.kind == WORKFLOW and not is_chat_workflow(ancestor, directory):
-            return ancestor.workflow_id or UNKNOWN
-    return None
-
-
 def model_label(record: SpanRecord) -> str:
     """The requested model is what admins recognise; dated snapshots would split the bars."""
     return record.model or record.response_model or UNKNOWN
+
+
+def outermost(
+    ancestors: Sequence[SpanRecord], directory: Directory
+) -> tuple[str | None, str | None]:
+    """R4 and R5, in one walk from the root: the outermost agent-invocation ancestor (a chat
+    workflow bound to an agent stands in for it) and the outermost workflow ancestor that is
+    not a chat workflow."""
+    agent = workflow = None
+    for ancestor in reversed(ancestors):  # root first: the first match is the outermost
+        kind = ancestor.kind
+        if kind == AGENT:
+            if agent is None:
+                agent = ancestor.agent_id or UNKNOWN
+                if workflow is not None:
+                    break
+        elif kind == WORKFLOW:
+            workflow_id = ancestor.workflow_id
+            if agent is None and workflow_id is not None:
+                agent = directory.chatflow_agent(workflow_id)  # a bound chat workflow (R5)
+            if workflow is None and not ancestor.chat_workflow and (
+                workflow_id is None or not directory.is_chatflow(workflow_id)
+            ):
+                workflow = workflow_id or UNKNOWN
+            if agent is not None and workflow is not None:
+                break
+    return agent, workflow
 
 
 def attribute_usage(
@@ -175,35 +185,21 @@ def attribute_usage(
     """R1-R5, R7: a model call and its ancestors to an attributed event or a reason."""
     if record.kind != MODEL:
         raise ValueError("only model-call spans carry usage (R1)")
-    model = model_label(record)
+    model = record.model or record.response_model or UNKNOWN  # model_label
     caller = _nearest(record, ancestors, "caller")
     try:
         tenant = billing_tenant(caller, _nearest(record, ancestors, "tenant"), directory)
     except NotAttributable as exc:
-        return Unattributed(exc.reason, record.total_tokens, model)
+        return Unattributed(exc.reason, record.input_tokens + record.output_tokens, model)
+    tin, tout = record.input_tokens, record.output_tokens
+    cache_read, cache_write = record.cache_read_tokens, record.cache_write_tokens
     price = prices.lookup(record.response_model, record.model)
-    cost = None
-    if price is not None:
-        cost = price.cost_pico(
-            record.input_tokens,
-            record.output_tokens,
-            record.cache_read_tokens,
-            record.cache_write_tokens,
-        )
+    cost = None if price is None else price.cost_pico(tin, tout, cache_read, cache_write)
+    agent, workflow = outermost(ancestors, directory) if ancestors else (None, None)
     return UsageEvent(
-        tenant=tenant,
-        caller=caller,  # type: ignore[arg-type]  # billing_tenant refused None
-        model=model,
-        agent=outermost_agent(ancestors, directory),
-        workflow=outermost_workflow(ancestors, directory),
-        input_tokens=record.input_tokens,
-        output_tokens=record.output_tokens,
-        cache_read_tokens=record.cache_read_tokens,
-        cache_write_tokens=record.cache_write_tokens,
-        cost_pico=cost,
-        outcome=record.outcome,
-        duration_ns=record.duration_ns,
-        time_to_first_token_ns=record.time_to_first_token_ns,
+        tenant, caller,  # type: ignore[arg-type]  # billing_tenant refused None
+        model, agent, workflow, tin, tout, cache_read, cache_write, cost, record.outcome,
+        record.duration_ns, record.time_to_first_token_ns,
     )
 
 

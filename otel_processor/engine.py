@@ -12,10 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from otel_processor.attribution import attribute_usage, heat_event
+from otel_processor.attribution import UsageEvent, attribute_usage, heat_event
 from otel_processor.conventions import MODEL, OTHER, SpanRecord, normalize
 from otel_processor.directory import Directory
-from otel_processor.ledger import Increment, effects
+from otel_processor.ledger import (
+    Increment,
+    heat_effects,
+    unattributed_increments,
+    usage_increments,
+)
 from otel_processor.prices import PriceCatalog
 
 __all__ = ["LINK", "effects_of", "read_span"]
@@ -59,8 +64,10 @@ def effects_of(
     (owner, agent, caller) it makes known to ``llm_agent_users``."""
     if record.kind == MODEL:
         event = attribute_usage(record, ancestors, directory, prices)
-    else:
-        event = heat_event(record, ancestors, directory)
-        if event is None:
-            return [], None
-    return effects(event)
+        if type(event) is UsageEvent:
+            return usage_increments(event), None
+        return unattributed_increments(event), None
+    heat = heat_event(record, ancestors, directory)
+    if heat is None:
+        return [], None
+    return heat_effects(heat)

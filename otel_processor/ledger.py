@@ -9,6 +9,7 @@ Amounts are integers: tokens, counts, and cost in pico-USD (exact, see ``prices.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -34,63 +35,159 @@ _FREE = {
 }
 
 
+_LE = (*(str(text) for text in m.LATENCY_BOUNDS_S), "+Inf")  # bucket labels, by index
+
+
 def _observe(out: list, histogram: m.Histogram, labels: tuple[str, ...], ns: int) -> None:
     """One observation: a count in its bucket (the first bound it does not exceed) and ns."""
-    le = "+Inf"
-    for bound, text in zip(histogram.bounds_ns, m.LATENCY_BOUNDS_S, strict=True):
-        if ns <= bound:
-            le = str(text)
-            break
+    le = _LE[bisect_left(histogram.bounds_ns, ns)]
     out.append((histogram.buckets, (*labels, le), 1))
     out.append((histogram.sum_ns, labels, ns))
 
 
+class _UsageKeys:
+    """The label tuples (and the increments of constant amount) of one label combination.
+
+    Built once per (tenant, model, caller, agent, workflow, outcome) and shared: a span
+    then allocates only the increments whose amount is its own, and the keys, already
+    untracked by the garbage collector, cost it nothing.
+    """
+
+    __slots__ = ("model_in", "model_out", "request", "member_in", "member_out", "cache_read",
+                 "cache_write", "agent_in", "agent_out", "workflow_in", "workflow_out",
+                 "model", "member", "agent", "workflow", "unpriced", "duration", "ttft")
+
+    def __init__(self, t: str, model: str, caller: str, agent: str | None,
+                 workflow: str | None, outcome: str) -> None:
+        self.model_in, self.model_out = (t, model, "input"), (t, model, "output")
+        self.request = (_MODEL_REQUESTS, (t, model, outcome), 1)
+        self.member_in, self.member_out = (t, caller, "input"), (t, caller, "output")
+        self.cache_read, self.cache_write = (t, model, "read"), (t, model, "write")
+        self.agent_in = self.agent_out = self.workflow_in = self.workflow_out = None
+        if agent is not None:
+            self.agent_in, self.agent_out = (t, agent, "input"), (t, agent, "output")
+        if workflow is not None:
+            self.workflow_in = (t, workflow, "input")
+            self.workflow_out = (t, workflow, "output")
+        self.model = (t, model)
+        self.member = (t, caller)
+        self.agent = (t, agent)
+        self.workflow = (t, workflow)
+        self.unpriced = (model,)
+        self.duration = tuple((m.MODEL_DURATION.buckets, (t, model, le), 1) for le in _LE)
+        self.ttft = tuple((m.MODEL_TTFT.buckets, (t, model, le), 1) for le in _LE)
+
+
+_MODEL_TOKENS = m.MODEL_TOKENS.name
+_MODEL_REQUESTS = m.MODEL_REQUESTS.name
+_MODEL_CACHE_TOKENS = m.MODEL_CACHE_TOKENS.name
+_MEMBER_TOKENS = m.MEMBER_TOKENS.name
+_AGENT_TOKENS = m.AGENT_TOKENS.name
+_WORKFLOW_TOKENS = m.WORKFLOW_TOKENS.name
+_MODEL_COST = m.MODEL_COST.name
+_MEMBER_COST = m.MEMBER_COST.name
+_AGENT_COST = m.AGENT_COST.name
+_WORKFLOW_COST = m.WORKFLOW_COST.name
+_UNPRICED_TOKENS = m.UNPRICED_TOKENS.name
+_DURATION_BOUNDS = m.MODEL_DURATION.bounds_ns
+_DURATION_SUM = m.MODEL_DURATION.sum_ns
+_TTFT_BOUNDS = m.MODEL_TTFT.bounds_ns
+_TTFT_SUM = m.MODEL_TTFT.sum_ns
+
+#: label combination -> its keys; cleared when full. Read and written without a lock (the
+#: service's writer and the in-process worker may both run): dict get, set and clear are
+#: each atomic under the GIL, and a lost entry is only built again.
+_USAGE_KEYS: dict[tuple, _UsageKeys] = {}
+_USAGE_KEYS_SIZE = 8192
+
+
 def usage_increments(event: UsageEvent) -> list[Increment]:
     """What one attributed model call adds to the cost metrics (R1-R5, R7)."""
-    t, model = event.tenant, event.model
+    agent, workflow = event.agent, event.workflow
+    combination = (event.tenant, event.model, event.caller, agent, workflow, event.outcome)
+    keys = _USAGE_KEYS.get(combination)
+    if keys is None:
+        if len(_USAGE_KEYS) >= _USAGE_KEYS_SIZE:
+            _USAGE_KEYS.clear()
+        keys = _USAGE_KEYS[combination] = _UsageKeys(*combination)
     tin, tout = event.input_tokens, event.output_tokens
     out: list[Increment] = [
-        (m.MODEL_TOKENS.name, (t, model, "input"), tin),
-        (m.MODEL_TOKENS.name, (t, model, "output"), tout),
-        (m.MODEL_REQUESTS.name, (t, model, event.outcome), 1),
-        (m.MEMBER_TOKENS.name, (t, event.caller, "input"), tin),
-        (m.MEMBER_TOKENS.name, (t, event.caller, "output"), tout),
+        (_MODEL_TOKENS, keys.model_in, tin),
+        (_MODEL_TOKENS, keys.model_out, tout),
+        keys.request,
+        (_MEMBER_TOKENS, keys.member_in, tin),
+        (_MEMBER_TOKENS, keys.member_out, tout),
     ]
     if event.cache_read_tokens:
-        out.append((m.MODEL_CACHE_TOKENS.name, (t, model, "read"), event.cache_read_tokens))
+        out.append((_MODEL_CACHE_TOKENS, keys.cache_read, event.cache_read_tokens))
     if event.cache_write_tokens:
-        out.append((m.MODEL_CACHE_TOKENS.name, (t, model, "write"), event.cache_write_tokens))
-    if event.agent is not None:
-        out.append((m.AGENT_TOKENS.name, (t, event.agent, "input"), tin))
-        out.append((m.AGENT_TOKENS.name, (t, event.agent, "output"), tout))
-    if event.workflow is not None:
-        out.append((m.WORKFLOW_TOKENS.name, (t, event.workflow, "input"), tin))
-        out.append((m.WORKFLOW_TOKENS.name, (t, event.workflow, "output"), tout))
-    if event.duration_ns is not None:
-        _observe(out, m.MODEL_DURATION, (t, model), event.duration_ns)
-    if event.time_to_first_token_ns is not None:
-        _observe(out, m.MODEL_TTFT, (t, model), event.time_to_first_token_ns)
+        out.append((_MODEL_CACHE_TOKENS, keys.cache_write, event.cache_write_tokens))
+    if agent is not None:
+        out.append((_AGENT_TOKENS, keys.agent_in, tin))
+        out.append((_AGENT_TOKENS, keys.agent_out, tout))
+    if workflow is not None:
+        out.append((_WORKFLOW_TOKENS, keys.workflow_in, tin))
+        out.append((_WORKFLOW_TOKENS, keys.workflow_out, tout))
+    ns = event.duration_ns
+    if ns is not None:
+        out.append(keys.duration[bisect_left(_DURATION_BOUNDS, ns)])
+        out.append((_DURATION_SUM, keys.model, ns))
+    ns = event.time_to_first_token_ns
+    if ns is not None:
+        out.append(keys.ttft[bisect_left(_TTFT_BOUNDS, ns)])
+        out.append((_TTFT_SUM, keys.model, ns))
     cost = event.cost_pico
     if cost is None:
-        out.append((m.UNPRICED_TOKENS.name, (model,), tin + tout))
+        out.append((_UNPRICED_TOKENS, keys.unpriced, tin + tout))
     else:
-        out.append((m.MODEL_COST.name, (t, model), cost))
-        out.append((m.MEMBER_COST.name, (t, event.caller), cost))
-        if event.agent is not None:
-            out.append((m.AGENT_COST.name, (t, event.agent), cost))
-        if event.workflow is not None:
-            out.append((m.WORKFLOW_COST.name, (t, event.workflow), cost))
+        out.append((_MODEL_COST, keys.model, cost))
+        out.append((_MEMBER_COST, keys.member, cost))
+        if agent is not None:
+            out.append((_AGENT_COST, keys.agent, cost))
+        if workflow is not None:
+            out.append((_WORKFLOW_COST, keys.workflow, cost))
     return out
 
 
+_REASONS: dict[str, tuple[str]] = {}  # reason -> its label tuple (a handful of reasons)
+
+
 def unattributed_increments(event: Unattributed) -> list[Increment]:
-    return [(m.UNATTRIBUTED_TOKENS.name, (event.reason,), event.tokens)]
+    key = _REASONS.get(event.reason)
+    if key is None:
+        key = (event.reason,)
+        if len(_REASONS) < 64:
+            _REASONS[event.reason] = key
+    return [(m.UNATTRIBUTED_TOKENS.name, key, event.tokens)]
+
+
+#: (kind, owner tenant, asset) -> its increment (of 1); cleared when full, like _USAGE_KEYS
+_HEAT: dict[tuple[str, str, str], Increment] = {}
+_HEAT_SIZE = 8192
 
 
 def heat_increments(event: HeatEvent) -> list[Increment]:
-    if event.kind == AGENT_INVOCATION:
-        return [(m.AGENT_INVOCATIONS.name, (event.owner_tenant, event.asset), 1)]
-    return [(m.WORKFLOW_RUNS.name, (event.owner_tenant, event.asset), 1)]
+    return [_heat_increment(event)]
+
+
+def _heat_increment(event: HeatEvent) -> Increment:
+    kind, owner, asset = event.kind, event.owner_tenant, event.asset
+    increment = _HEAT.get((kind, owner, asset))
+    if increment is None:
+        name = m.AGENT_INVOCATIONS.name if kind == AGENT_INVOCATION else m.WORKFLOW_RUNS.name
+        increment = (name, (owner, asset), 1)
+        if len(_HEAT) >= _HEAT_SIZE:
+            _HEAT.clear()
+        _HEAT[(kind, owner, asset)] = increment
+    return increment
+
+
+def heat_effects(event: HeatEvent) -> tuple[list[Increment], tuple[str, str, str] | None]:
+    """``effects`` of a heat event."""
+    user = None
+    if event.kind == AGENT_INVOCATION and event.caller is not None:
+        user = (event.owner_tenant, event.asset, event.caller)
+    return [_heat_increment(event)], user
 
 
 def effects(
@@ -101,10 +198,7 @@ def effects(
         return usage_increments(event), None
     if isinstance(event, Unattributed):
         return unattributed_increments(event), None
-    user = None
-    if event.kind == AGENT_INVOCATION and event.caller is not None:
-        user = (event.owner_tenant, event.asset, event.caller)
-    return heat_increments(event), user
+    return heat_effects(event)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ import time
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from tests import service as svc
@@ -218,3 +220,54 @@ def test_a_body_that_waitress_itself_refuses_is_counted(server):
     samples = svc.metrics_when(running.url, "llm_exporter_spans_rejected_total", 1,
                                reason="bad_request")
     assert svc.value(samples, "llm_exporter_spans_rejected_total", reason="bad_request") == 1
+
+
+def _exact_counts(body: bytes) -> tuple[int, int, int]:
+    """Spans, groups and values as the exact walk of otlp_bounds counts them."""
+    from exporter import otlp_bounds
+
+    big = 1 << 40
+    values = otlp_bounds._count(body, big, big, True)
+    spans = groups = 0
+    for field, start, end in otlp_bounds._fields(body, 0, len(body)):
+        if field == 1:
+            groups += 1
+            for field2, s2, e2 in otlp_bounds._fields(body, start, end):
+                groups += 1
+                if field2 == 2:
+                    spans += sum(1 for f3, _, _ in otlp_bounds._fields(body, s2, e2) if f3 == 2)
+    return spans, groups, values
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40), st.integers(0, 6), st.integers(0, 3),
+                          st.binary(max_size=40)), min_size=1, max_size=8))
+def test_the_tag_byte_bounds_are_never_below_the_exact_counts(shapes):
+    """The fast path passes a body only when the tag bytes bound what the walk counts."""
+    from exporter.otlp_bounds import tag_byte_bounds
+
+    resource_spans = []
+    for n_spans, n_attrs, n_events, noise in shapes:
+        spans = []
+        for _ in range(n_spans):
+            attrs = [_len(9, _len(1, b"k%d" % a + noise) + _len(2, _len(1, noise)))
+                     for a in range(n_attrs)]
+            events = [_len(11, _len(3, _len(1, b"e"))) for _ in range(n_events)]
+            spans.append(_len(2, _len(1, noise[:16].ljust(16, b"\x01")) + _len(2, b"\x02" * 8)
+                              + b"".join(attrs) + b"".join(events)))
+        scope = _len(1, _len(1, noise) + _len(3, _len(1, b"scope-attr")))
+        resource = _len(1, _len(1, _len(1, b"service.name") + _len(2, _len(1, noise))))
+        resource_spans.append(_len(1, resource + _len(2, scope + b"".join(spans))))
+    body = b"".join(resource_spans)
+    bounds, exact = tag_byte_bounds(body), _exact_counts(body)
+    assert all(b >= e for b, e in zip(bounds, exact, strict=True)), (bounds, exact)
+
+
+def test_the_tag_byte_bounds_hold_on_real_batches():
+    from exporter.otlp_bounds import tag_byte_bounds
+
+    spans = svc.record_spans(lambda tracer: [worked_example(tracer) for _ in range(20)])
+    body = encode_spans(spans).SerializeToString()
+    bounds, exact = tag_byte_bounds(body), _exact_counts(body)
+    assert exact[0] == len(spans)
+    assert all(b >= e for b, e in zip(bounds, exact, strict=True)), (bounds, exact)

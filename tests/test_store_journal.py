@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.journal import PREFIX, Journal
 from exporter.store import FILENAME, Batch, PendingSpan, Store
@@ -269,3 +271,120 @@ def test_marks_and_drops_across_checkpoints_load_as_if_applied_in_order(
         assert shown(reopened.load()) == expected
     finally:
         reopened.close()
+
+
+# -- any sequence of batches, checkpoints and reopenings loads as if applied in order ----
+
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("spans"), st.lists(st.tuples(st.integers(1, 4), st.integers(1, 6)),
+                                         max_size=6)),
+    st.tuples(st.just("mark"), st.integers(0, 50)),
+    st.tuples(st.just("drop"), st.integers(1, 4)),
+    st.tuples(st.just("seen"), st.lists(st.tuples(st.integers(1, 9), st.integers(0, 20)),
+                                        max_size=4)),
+    st.tuples(st.just("prune"), st.integers(0, 20)),
+    st.tuples(st.just("count"), st.integers(0, 3)),
+    st.just(("checkpoint",)),
+    st.just(("reopen",)),
+), max_size=30)
+
+
+@settings(max_examples=80, deadline=None)
+@given(_OPS)
+def test_any_sequence_loads_as_if_each_batch_were_applied_in_order(tmp_path_factory, ops):
+    state = tmp_path_factory.mktemp("ops")
+    store = Store(state, checkpoint_interval=1e9)
+    pending: dict[tuple[bytes, bytes], list] = {}  # the model: key -> [span, attributed]
+    seen: dict[bytes, int] = {}
+    totals: dict = {}
+    serial = 0
+
+    def tid(t):
+        return bytes([t]) * 16
+
+    try:
+        for op in ops:
+            kind = op[0]
+            if kind == "spans":
+                spans = []
+                for t, s in op[1]:
+                    serial += 1
+                    span = PendingSpan(tid(t), bytes([0] * 7 + [s]), None,
+                                       SpanRecord(input_tokens=serial), False, float(serial))
+                    spans.append(span)
+                    pending.setdefault((span.trace_id, span.span_id), [span, False])
+                store.commit(Batch(new_spans=spans))
+            elif kind == "mark" and pending:
+                key = sorted(pending)[op[1] % len(pending)]
+                pending[key][1] = True
+                store.commit(Batch(attributed=[key]))
+            elif kind == "drop":
+                for key in [k for k in pending if k[0] == tid(op[1])]:
+                    del pending[key]
+                store.commit(Batch(dropped_traces=[tid(op[1])]))
+            elif kind == "seen":
+                for n, at in op[1]:
+                    key = bytes([n]) * 24
+                    seen[key] = max(seen.get(key, at), at)
+                store.commit(Batch(seen=[(bytes([n]) * 16, bytes([n]) * 8, float(at))
+                                         for n, at in op[1]]))
+            elif kind == "prune":
+                seen = {k: at for k, at in seen.items() if at >= op[1]}
+                store.commit(Batch(prune_seen_before=float(op[1])))
+            elif kind == "count":
+                totals[("fam", (str(op[1]),))] = totals.get(("fam", (str(op[1]),)), 0) + op[1]
+                store.commit(Batch(increments=[("fam", (str(op[1]),), op[1])]))
+            elif kind == "checkpoint":
+                store.checkpoint()
+            elif kind == "reopen":
+                store.close()
+                store = Store(state, checkpoint_interval=1e9)
+            loaded = store.load()
+            expected = sorted((span.received_at, span.trace_id, span.span_id, attributed)
+                              for span, attributed in pending.values())
+            assert [(p.received_at, p.trace_id, p.span_id, p.attributed)
+                    for p in loaded.pending] == expected
+            assert [p.record.input_tokens for p in loaded.pending] == [
+                int(at) for at, *_ in expected]
+            expected_totals: dict = {}
+            for (family, labels), amount in totals.items():
+                expected_totals.setdefault(family, {})[labels] = amount
+            assert loaded.totals == expected_totals
+            keys = [bytes([n]) * 24 for n in range(1, 10)]
+            assert store.seen_before(keys) == set(seen)
+    finally:
+        store.close()
+
+
+def test_a_restart_reads_the_ids_on_disk_back_and_then_rules_new_ids_out_in_memory(tmp_path):
+    store = Store(tmp_path)
+    old = [(bytes([1]) * 8 + n.to_bytes(8, "big"), b"s" * 8, 10.0) for n in range(30_000)]
+    store.commit(Batch(seen=old))
+    store.close()
+
+    reopened = Store(tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        new = [bytes([2]) * 8 + n.to_bytes(8, "big") + b"s" * 8 for n in range(20_000)]
+        while True:  # until the reader has merged what is on disk
+            before = reopened.disk_lookups
+            assert reopened.seen_before(new[:10]) == set()
+            if reopened.disk_lookups == before or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        before = reopened.disk_lookups
+        assert reopened.seen_before(new) == set()
+        assert reopened.disk_lookups - before < 20  # false positives only
+        known = [trace + span for trace, span, _ in old[:1000]]
+        assert reopened.seen_before(known) == set(known)  # answered exactly, from disk
+    finally:
+        reopened.close()
+
+
+def test_closing_a_store_while_it_reads_ids_back_is_prompt(tmp_path):
+    store = Store(tmp_path)
+    store.commit(Batch(seen=[(n.to_bytes(16, "big"), b"s" * 8, 1.0) for n in range(200_000)]))
+    store.close()
+    started = time.monotonic()
+    Store(tmp_path).close()
+    assert time.monotonic() - started < 5
