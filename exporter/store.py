@@ -97,14 +97,25 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 _RECORD_FIELDS = tuple(f.name for f in fields(SpanRecord))
 _record_values = operator.attrgetter(*_RECORD_FIELDS)
 
-# One row per seen span id: id = trace id (16 bytes) + span id (8), at = when last seen.
-# Keyed by id so that seen_before is a few index seeks per id and nothing is loaded into
-# memory. The price: ids are random, so a checkpoint dirties about one leaf page per new
-# trace (spans of one trace share a prefix, hence a page), and so does pruning.
-_CREATE_SEEN_IDS = "CREATE TABLE seen_ids (id BLOB PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID"
-# Pruning by time: O(log n) to find the cut, then the old rows in order; `at` only grows,
-# so inserts here append at the right edge (few dirty pages).
-_CREATE_SEEN_IDS_AT = "CREATE INDEX seen_ids_at ON seen_ids (at)"
+# Seen span ids, by time bucket: one row per id and bucket it was seen in (id = trace id,
+# 16 bytes, + span id, 8; at = when last seen in that bucket). Keyed by (bucket, id): a
+# checkpoint's inserts land in the newest bucket's part of the tree (a tree of minutes, not
+# of the whole window), a prune deletes whole old buckets in key order, and no second index
+# is kept. An exact lookup (only for ids the Bloom filters cannot rule out) is one seek per
+# bucket of the window, a dozen for an hour.
+SEEN_BUCKET_SECONDS = 300
+_CREATE_SEEN_IDS = (
+    "CREATE TABLE seen_ids (bucket INTEGER NOT NULL, id BLOB NOT NULL, at REAL NOT NULL,"
+    " PRIMARY KEY (bucket, id)) WITHOUT ROWID"
+)
+# Schema 2's seen ids (one row per id, and an index by time), for the upgrades from 1 and 2.
+_V2_CREATE_SEEN_IDS = (
+    "CREATE TABLE seen_ids (id BLOB PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID")
+_V2_CREATE_SEEN_IDS_AT = "CREATE INDEX seen_ids_at ON seen_ids (at)"
+_V2_ADD_SEEN = (
+    "INSERT INTO seen_ids (id, at) VALUES (?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET at = max(at, excluded.at)"
+)
 # Pending spans, one row per trace per checkpoint that brought it spans or marks: data is
 # marshal((spans, marks)) with spans [(span id, parent id, record values, attributed,
 # received at, order)] and marks [span id] (spans of this row or earlier ones attributed
@@ -114,8 +125,9 @@ _CREATE_PENDING_CHUNKS = (
     "CREATE TABLE pending_chunks (trace_id BLOB NOT NULL, seq INTEGER NOT NULL,"
     " format INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (trace_id, seq)) WITHOUT ROWID"
 )
-# The last journal frame the database holds: frames up to it are skipped by a replay.
-_CREATE_JOURNAL_STATE = "CREATE TABLE journal_state (seq INTEGER NOT NULL)"
+# The last journal frame the database holds (frames up to it are skipped by a replay), and
+# the latest prune of the seen ids (an id counts only when seen at or after it).
+_CREATE_JOURNAL_STATE = "CREATE TABLE journal_state (seq INTEGER NOT NULL, pruned REAL)"
 
 _SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -129,9 +141,8 @@ _SCHEMA = (
     "CREATE TABLE record_formats (id INTEGER PRIMARY KEY, fields TEXT NOT NULL UNIQUE)",
     _CREATE_PENDING_CHUNKS,
     _CREATE_SEEN_IDS,
-    _CREATE_SEEN_IDS_AT,
     _CREATE_JOURNAL_STATE,
-    "INSERT INTO journal_state VALUES (0)",
+    "INSERT INTO journal_state VALUES (0, NULL)",
 )
 
 _SET_TOTAL = (
@@ -141,18 +152,24 @@ _SET_TOTAL = (
 _ADD_USER = "INSERT INTO agent_users (key) VALUES (?) ON CONFLICT (key) DO NOTHING"
 _ADD_CHUNK = "INSERT INTO pending_chunks (trace_id, seq, format, data) VALUES (?, ?, ?, ?)"
 _DROP_TRACE = "DELETE FROM pending_chunks WHERE trace_id = ?"
-# An id seen again keeps its latest time, whatever the order of the commits.
+# An id seen again in a bucket keeps its latest time, whatever the order of the commits.
 _ADD_SEEN = (
-    "INSERT INTO seen_ids (id, at) VALUES (?, ?)"
-    " ON CONFLICT (id) DO UPDATE SET at = max(at, excluded.at)"
+    "INSERT INTO seen_ids (bucket, id, at) VALUES (?, ?, ?)"
+    " ON CONFLICT (bucket, id) DO UPDATE SET at = max(at, excluded.at)"
 )
-_PRUNE_SEEN = "DELETE FROM seen_ids WHERE at < ?"
-# ids pruned by a prune not yet checkpointed are below the cutoff: never answered
+_PRUNE_SEEN = "DELETE FROM seen_ids WHERE bucket < ?"  # whole buckets, in key order
+# rows of the prune's own bucket older than it stay until the bucket goes: below the cutoff
 _LOOKUP_SEEN = (
-    f"SELECT id FROM seen_ids WHERE id IN ({', '.join('?' * _LOOKUP_CHUNK)}) AND at >= ?"
+    "SELECT id FROM seen_ids WHERE bucket = ?"
+    f" AND id IN ({', '.join('?' * _LOOKUP_CHUNK)}) AND at >= ?"
 )
+# rows, not distinct ids: DISTINCT would sort every id in memory (300 MB for 10 M)
 _COUNT_SEEN = "SELECT count(*) FROM seen_ids WHERE at >= ?"
-_NEWEST_SEEN = "SELECT max(at) FROM seen_ids"
+_NEXT_BUCKET = "SELECT min(bucket) FROM seen_ids WHERE bucket > ?"  # one seek
+
+
+def _bucket(at: float) -> int:
+    return int(at // SEEN_BUCKET_SECONDS)
 # Schema 1's seen rows, oldest rowid first, a few at a time: a row is one commit's ids.
 _OLD_SEEN_ROWS = "SELECT rowid, at, ids FROM seen ORDER BY rowid LIMIT 32"
 
@@ -166,10 +183,10 @@ def _seen_ids_from_schema_1(db: sqlite3.Connection) -> None:
     of the full table journals, in memory (temp_store), every page it frees, 270 MB for 10 M
     ids (measured; 58 MB peak this way).
     """
-    db.execute(_CREATE_SEEN_IDS)
-    db.execute(_CREATE_SEEN_IDS_AT)
+    db.execute(_V2_CREATE_SEEN_IDS)
+    db.execute(_V2_CREATE_SEEN_IDS_AT)
     while rows := db.execute(_OLD_SEEN_ROWS).fetchall():
-        db.executemany(_ADD_SEEN, (
+        db.executemany(_V2_ADD_SEEN, (
             (ids[i : i + _SEEN_ID_SIZE], at)
             for _, at, ids in rows
             for i in range(0, len(ids) - _SEEN_ID_SIZE + 1, _SEEN_ID_SIZE)
@@ -178,12 +195,23 @@ def _seen_ids_from_schema_1(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE seen")  # empty now; its index seen_at goes with it
 
 
+def _seen_buckets_from_schema_2(db: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: seen ids keyed by (time bucket, id), with no index by time."""
+    db.execute("DROP INDEX seen_ids_at")
+    db.execute("ALTER TABLE seen_ids RENAME TO seen_ids_2")
+    db.execute(_CREATE_SEEN_IDS)
+    db.create_function("llm_bucket", 1, _bucket, deterministic=True)
+    db.execute("INSERT INTO seen_ids (bucket, id, at)"
+               " SELECT llm_bucket(at), id, at FROM seen_ids_2 ORDER BY 1, 2")
+    db.execute("DROP TABLE seen_ids_2")
+
+
 def _pending_chunks_from_schema_2(db: sqlite3.Connection) -> None:
     """Schema 2 -> 3: pending rows (one per span, record as JSON) become one chunk per trace
     and record format, in received order; the journal starts at frame 0."""
     db.execute(_CREATE_PENDING_CHUNKS)
     db.execute(_CREATE_JOURNAL_STATE)
-    db.execute("INSERT INTO journal_state VALUES (0)")
+    db.execute("INSERT INTO journal_state VALUES (0, NULL)")
     chunks: dict[tuple[bytes, int], list] = {}
     for trace, span, parent, fmt, text, done, at, seq in db.execute(
         "SELECT trace_id, span_id, parent_id, format, record, attributed, received_at, seq"
@@ -213,7 +241,7 @@ def _write_migrated(db: sqlite3.Connection, chunks: dict) -> None:
 #: of the upgrade: SQL text, or a function of the connection for what SQL does badly.
 _MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
     1: (_seen_ids_from_schema_1,),
-    2: (_pending_chunks_from_schema_2,),
+    2: (_pending_chunks_from_schema_2, _seen_buckets_from_schema_2),
 }
 
 
@@ -247,8 +275,10 @@ class Batch:
     A new span whose id is already pending keeps the first copy; ``dropped_traces`` apply
     after ``new_spans`` and ``attributed``; an id in ``seen`` (16 + 8 bytes) already stored,
     or in ``seen`` twice, keeps its latest time; ``prune_seen_before`` applies last and
-    forgets the seen ids older than it. Increments on the same key add up, zero included (it
-    creates the series, as in the in-memory ledger).
+    forgets the seen ids older than it: from then on an id counts only when its latest time
+    is at or after the latest prune (one seen later with an older time does not).
+    Increments on the same key add up, zero included (it creates the series, as in the
+    in-memory ledger).
     """
 
     new_spans: list[PendingSpan] = field(default_factory=list)
@@ -360,7 +390,8 @@ class _Delta:
         return not (self.spans or self.marks or self.drops or self.totals or self.users
                     or self.seen or self.prune is not None)
 
-    def apply(self, seq: int, frame: _Frame, totals: dict, seen_filter: SeenFilter) -> None:
+    def apply(self, seq: int, frame: _Frame, totals: dict, seen_filter: SeenFilter,
+              pruned: float) -> None:
         new_spans, marks, dropped, increments, users, seen, prune = frame
         staged = self.spans
         base = seq << _ORDER_SHIFT
@@ -391,7 +422,7 @@ class _Delta:
         if seen:
             latest = self.seen
             for key, at in seen:
-                if at > latest.get(key, -1e300):
+                if at >= pruned and at > latest.get(key, -1e300):
                     latest[key] = at
             seen_filter.add_many(seen)
         if prune is not None:
@@ -498,8 +529,15 @@ class Store:
         for key, high, low in db.execute("SELECT key, high, low FROM totals"):
             family, *labels = json.loads(key)
             self._totals[(family, tuple(labels))] = high * _LOW + low
-        (self._seq,) = db.execute("SELECT seq FROM journal_state").fetchone()
-        (newest,) = db.execute(_NEWEST_SEEN).fetchone()
+        self._seq, pruned = db.execute("SELECT seq, pruned FROM journal_state").fetchone()
+        # the latest prune: an id counts only when seen at or after it
+        self._pruned: float = -1e300 if pruned is None else pruned
+        self._buckets: set[int] = set()  # the buckets of seen ids on disk
+        bucket = -(2**63)
+        while (bucket := db.execute(_NEXT_BUCKET, (bucket,)).fetchone()[0]) is not None:
+            self._buckets.add(bucket)
+        # newer than every id on disk (the end of the newest bucket): O(log n), no scan
+        newest = (max(self._buckets) + 1) * SEEN_BUCKET_SECONDS if self._buckets else None
         self._filter = SeenFilter(seen_filter_bits, authoritative_after=newest)
         # the ids on disk, read back into the filter's bits by a thread of its own
         self._known: tuple[bytearray, float] | None = None  # set once, by that thread
@@ -555,13 +593,10 @@ class Store:
             db.close()
 
     def _apply(self, seq: int, frame: _Frame) -> None:
-        self._delta.apply(seq, frame, self._totals, self._filter)
-
-    def _cutoff(self) -> float:
-        """Ids on disk older than this are pruned already, by a prune not yet checkpointed
-        (the ids seen again since are in the delta, answered from memory)."""
-        prune = self._delta.prune
-        return -1e300 if prune is None else prune
+        prune = frame[6]
+        if prune is not None and prune > self._pruned:
+            self._pruned = prune
+        self._delta.apply(seq, frame, self._totals, self._filter, self._pruned)
 
     def _lock_state_dir(self) -> int:
         """Flock ``<state_dir>/lock`` for this store's lifetime; return its fd.
@@ -741,7 +776,8 @@ class Store:
     def _lookup(self, db: sqlite3.Connection, keys: list[bytes]) -> set[bytes]:
         self.disk_lookups += len(keys)
         found: set[bytes] = set()
-        cutoff = self._cutoff()
+        cutoff = self._pruned
+        buckets = sorted(b for b in self._buckets if b >= _bucket(cutoff))
         db.execute("BEGIN")  # one snapshot for all the chunks
         try:
             for start in range(0, len(keys), _LOOKUP_CHUNK):
@@ -749,16 +785,19 @@ class Store:
                 # One statement text, prepared once (the module caches it): the last chunk
                 # is padded with its own first key, which IN ignores.
                 chunk += chunk[:1] * (_LOOKUP_CHUNK - len(chunk))
-                found.update(key for (key,) in db.execute(_LOOKUP_SEEN, (*chunk, cutoff)))
+                for bucket in buckets:
+                    found.update(key for (key,) in db.execute(
+                        _LOOKUP_SEEN, (bucket, *chunk, cutoff)))
         finally:
             db.execute("COMMIT")
         return found
 
     def seen_count(self) -> int:
-        """How many seen ids are stored; counts the whole index, O(n): for tests, rarely else."""
+        """How many seen ids are stored, O(n): for tests, rarely else. An id seen in two
+        time buckets (300 s) counts twice."""
         db = self._enter()
         try:
-            (on_disk,) = db.execute(_COUNT_SEEN, (self._cutoff(),)).fetchone()
+            (on_disk,) = db.execute(_COUNT_SEEN, (self._pruned,)).fetchone()
             staged = list(self._delta.seen)
             return on_disk + len(staged) - len(self._lookup(db, staged) if staged else ())
         except Exception as exc:
@@ -835,17 +874,19 @@ class Store:
         chunks.sort()
         totals = [(self._key(key), *divmod(self._totals[key], _LOW)) for key in delta.totals]
         users = [(_encode(user),) for user in delta.users]
-        seen = sorted(delta.seen.items())  # in id order: each upsert reuses its neighbour's path
+        # in key order: each upsert reuses its neighbour's path down the tree
+        seen = sorted((_bucket(at), key, at) for key, at in delta.seen.items())
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(_DROP_TRACE, ((trace,) for trace in delta.drops))
             db.executemany(_ADD_CHUNK, chunks)
             db.executemany(_SET_TOTAL, totals)
             db.executemany(_ADD_USER, users)
-            if delta.prune is not None:  # before the ids seen since: they may be older
-                db.execute(_PRUNE_SEEN, (delta.prune,))
+            if delta.prune is not None:
+                db.execute(_PRUNE_SEEN, (_bucket(delta.prune),))
             db.executemany(_ADD_SEEN, seen)
-            db.execute("UPDATE journal_state SET seq = ?", (seq,))
+            db.execute("UPDATE journal_state SET seq = ?, pruned = ?",
+                       (seq, None if self._pruned == -1e300 else self._pruned))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
@@ -854,6 +895,9 @@ class Store:
                 except sqlite3.Error:
                     logger.exception("%s: rollback failed", self.path)
             raise
+        if delta.prune is not None:
+            self._buckets = {b for b in self._buckets if b >= _bucket(delta.prune)}
+        self._buckets.update(bucket for bucket, _, _ in seen)
         self._delta = _Delta()
         try:  # the database holds every frame: a new file, the old ones go
             self._journal.start(seq + 1)

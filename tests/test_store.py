@@ -272,12 +272,15 @@ def test_seen_lookups_and_pruning_use_the_indexes(store, tmp_path):
     # A full scan of 70 M ids per lookup or per prune would stall the writer: check the plans.
     db = sqlite3.connect(tmp_path / FILENAME)
     lookup = db.execute(f"EXPLAIN QUERY PLAN {store_module._LOOKUP_SEEN}",
-                        [b"k" * 24] * store_module._LOOKUP_CHUNK + [0.0]).fetchall()
-    prune = db.execute(f"EXPLAIN QUERY PLAN {store_module._PRUNE_SEEN}", (1.0,)).fetchall()
+                        [7] + [b"k" * 24] * store_module._LOOKUP_CHUNK + [0.0]).fetchall()
+    prune = db.execute(f"EXPLAIN QUERY PLAN {store_module._PRUNE_SEEN}", (1,)).fetchall()
+    buckets = db.execute(f"EXPLAIN QUERY PLAN {store_module._NEXT_BUCKET}", (1,)).fetchall()
     db.close()
 
-    assert [row[-1] for row in lookup] == ["SEARCH seen_ids USING PRIMARY KEY (id=?)"]
-    assert [row[-1] for row in prune] == ["SEARCH seen_ids USING COVERING INDEX seen_ids_at (at<?)"]
+    assert [row[-1] for row in lookup] == [
+        "SEARCH seen_ids USING PRIMARY KEY (bucket=? AND id=?)"]
+    assert [row[-1] for row in prune] == ["SEARCH seen_ids USING PRIMARY KEY (bucket<?)"]
+    assert [row[-1] for row in buckets] == ["SEARCH seen_ids USING PRIMARY KEY (bucket>?)"]
 
 
 def test_agent_users_are_a_set(store, tmp_path):
@@ -632,8 +635,9 @@ def test_a_migrated_database_has_the_schema_of_a_fresh_one(tmp_path):
 
     migrated = _schema(tmp_path / "old" / FILENAME)
     assert migrated == _schema(tmp_path / "new" / FILENAME)
-    assert {name for _, name, _, _ in migrated} >= {"seen_ids", "seen_ids_at"}
-    assert not {"seen", "seen_at"} & {name for _, name, _, _ in migrated}
+    assert {name for _, name, _, _ in migrated} >= {"seen_ids", "pending_chunks"}
+    assert not {"seen", "seen_at", "seen_ids_at", "pending"} & {
+        name for _, name, _, _ in migrated}
 
 
 def test_a_failed_migration_leaves_the_schema_1_database_as_it_was(tmp_path, monkeypatch):

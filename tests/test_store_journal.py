@@ -280,9 +280,9 @@ _OPS = st.lists(st.one_of(
                                          max_size=6)),
     st.tuples(st.just("mark"), st.integers(0, 50)),
     st.tuples(st.just("drop"), st.integers(1, 4)),
-    st.tuples(st.just("seen"), st.lists(st.tuples(st.integers(1, 9), st.integers(0, 20)),
+    st.tuples(st.just("seen"), st.lists(st.tuples(st.integers(1, 9), st.integers(0, 1000)),
                                         max_size=4)),
-    st.tuples(st.just("prune"), st.integers(0, 20)),
+    st.tuples(st.just("prune"), st.integers(0, 1000)),  # over several buckets of 300 s
     st.tuples(st.just("count"), st.integers(0, 3)),
     st.just(("checkpoint",)),
     st.just(("reopen",)),
@@ -298,6 +298,7 @@ def test_any_sequence_loads_as_if_each_batch_were_applied_in_order(tmp_path_fact
     seen: dict[bytes, int] = {}
     totals: dict = {}
     serial = 0
+    pruned = -1
 
     def tid(t):
         return bytes([t]) * 16
@@ -325,11 +326,13 @@ def test_any_sequence_loads_as_if_each_batch_were_applied_in_order(tmp_path_fact
             elif kind == "seen":
                 for n, at in op[1]:
                     key = bytes([n]) * 24
-                    seen[key] = max(seen.get(key, at), at)
+                    if at >= pruned:  # older than the latest prune: forgotten already
+                        seen[key] = max(seen.get(key, at), at)
                 store.commit(Batch(seen=[(bytes([n]) * 16, bytes([n]) * 8, float(at))
                                          for n, at in op[1]]))
             elif kind == "prune":
-                seen = {k: at for k, at in seen.items() if at >= op[1]}
+                pruned = max(pruned, op[1])
+                seen = {k: at for k, at in seen.items() if at >= pruned}
                 store.commit(Batch(prune_seen_before=float(op[1])))
             elif kind == "count":
                 totals[("fam", (str(op[1]),))] = totals.get(("fam", (str(op[1]),)), 0) + op[1]
