@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from otel_processor.conventions import AGENT, MODEL, WORKFLOW, SpanRecord
-from otel_processor.directory import Directory
+from otel_processor.conventions import AGENT, MODEL, TOOL, WORKFLOW, SpanRecord
+from otel_processor.directory import KIND_ASSISTANT, Directory
 from otel_processor.prices import PriceCatalog
 
 #: Label value for an agent/workflow span that names no id, or a model call without a model.
@@ -26,6 +26,14 @@ AMBIGUOUS_TENANT = "ambiguous_tenant"
 
 AGENT_INVOCATION = "agent_invocation"
 WORKFLOW_RUN = "workflow_run"
+
+#: The service split's values (the ``service`` label): the nearest enclosing component.
+SERVICE_AGENT = "agent"
+SERVICE_ASSISTANT = "assistant"
+SERVICE_WORKFLOW = "workflow"
+SERVICE_TOOL = "tool"
+SERVICE_DIRECT = "direct"
+SERVICES = (SERVICE_AGENT, SERVICE_ASSISTANT, SERVICE_WORKFLOW, SERVICE_TOOL, SERVICE_DIRECT)
 
 
 @dataclass(slots=True)  # not frozen: built per span, and frozen init is 4x slower
@@ -45,6 +53,7 @@ class UsageEvent:
     outcome: str
     duration_ns: int | None = None  # the call's latency, when the span says
     time_to_first_token_ns: int | None = None
+    service: str = SERVICE_DIRECT  # the service split: see service_of
 
     @property
     def total_tokens(self) -> int:
@@ -176,6 +185,41 @@ def outermost(
     return agent, workflow
 
 
+def _agent_service(agent_id: str | None, directory: Directory) -> str:
+    """``assistant`` for an agent the directory marks ``kind: assistant``, else ``agent``."""
+    if agent_id is not None:
+        asset = directory.agents.get(agent_id)
+        if asset is not None and asset.kind == KIND_ASSISTANT:
+            return SERVICE_ASSISTANT
+    return SERVICE_AGENT
+
+
+def service_of(ancestors: Sequence[SpanRecord], directory: Directory) -> str:
+    """The service split: the service of the nearest enclosing component of a model call.
+
+    A tool span is ``tool``; an agent span is ``assistant`` or ``agent`` (the directory's
+    ``kind``); a chat workflow bound to an agent stands for that agent (R5), one bound to
+    none is looked through; any other workflow span is ``workflow``; no such ancestor is
+    ``direct``.
+    """
+    for ancestor in ancestors:  # nearest first: the first match is the nearest
+        kind = ancestor.kind
+        if kind == TOOL:
+            return SERVICE_TOOL
+        if kind == AGENT:
+            return _agent_service(ancestor.agent_id, directory)
+        if kind == WORKFLOW:
+            workflow_id = ancestor.workflow_id
+            if workflow_id is not None:
+                bound = directory.chatflow_agent(workflow_id)
+                if bound is not None:
+                    return _agent_service(bound, directory)
+            if ancestor.chat_workflow:  # a chat workflow of no known agent: looked through,
+                continue  # as R5 gives its tokens to no workflow
+            return SERVICE_WORKFLOW
+    return SERVICE_DIRECT
+
+
 def attribute_usage(
     record: SpanRecord,
     ancestors: Sequence[SpanRecord],
@@ -195,11 +239,16 @@ def attribute_usage(
     cache_read, cache_write = record.cache_read_tokens, record.cache_write_tokens
     price = prices.lookup(record.response_model, record.model)
     cost = None if price is None else price.cost_pico(tin, tout, cache_read, cache_write)
-    agent, workflow = outermost(ancestors, directory) if ancestors else (None, None)
+    if ancestors:
+        agent, workflow = outermost(ancestors, directory)
+        service = service_of(ancestors, directory)
+    else:
+        agent = workflow = None
+        service = SERVICE_DIRECT
     return UsageEvent(
         tenant, caller,  # type: ignore[arg-type]  # billing_tenant refused None
         model, agent, workflow, tin, tout, cache_read, cache_write, cost, record.outcome,
-        record.duration_ns, record.time_to_first_token_ns,
+        record.duration_ns, record.time_to_first_token_ns, service,
     )
 
 

@@ -48,17 +48,18 @@ def _observe(out: list, histogram: m.Histogram, labels: tuple[str, ...], ns: int
 class _UsageKeys:
     """The label tuples (and the increments of constant amount) of one label combination.
 
-    Built once per (tenant, model, caller, agent, workflow, outcome) and shared: a span
+    Built once per (tenant, model, caller, agent, workflow, outcome, service) and shared: a span
     then allocates only the increments whose amount is its own, and the keys, already
     untracked by the garbage collector, cost it nothing.
     """
 
     __slots__ = ("model_in", "model_out", "request", "member_in", "member_out", "cache_read",
                  "cache_write", "agent_in", "agent_out", "workflow_in", "workflow_out",
-                 "model", "member", "agent", "workflow", "unpriced", "duration", "ttft")
+                 "model", "member", "agent", "workflow", "unpriced", "duration", "ttft",
+                 "service_in", "service_out", "service_call")
 
     def __init__(self, t: str, model: str, caller: str, agent: str | None,
-                 workflow: str | None, outcome: str) -> None:
+                 workflow: str | None, outcome: str, service: str) -> None:
         self.model_in, self.model_out = (t, model, "input"), (t, model, "output")
         self.request = (_MODEL_REQUESTS, (t, model, outcome), 1)
         self.member_in, self.member_out = (t, caller, "input"), (t, caller, "output")
@@ -76,6 +77,8 @@ class _UsageKeys:
         self.unpriced = (model,)
         self.duration = tuple((m.MODEL_DURATION.buckets, (t, model, le), 1) for le in _LE)
         self.ttft = tuple((m.MODEL_TTFT.buckets, (t, model, le), 1) for le in _LE)
+        self.service_in, self.service_out = (t, service, "input"), (t, service, "output")
+        self.service_call = (_SERVICE_CALLS, (t, service), 1)
 
 
 _MODEL_TOKENS = m.MODEL_TOKENS.name
@@ -89,6 +92,8 @@ _MEMBER_COST = m.MEMBER_COST.name
 _AGENT_COST = m.AGENT_COST.name
 _WORKFLOW_COST = m.WORKFLOW_COST.name
 _UNPRICED_TOKENS = m.UNPRICED_TOKENS.name
+_SERVICE_TOKENS = m.SERVICE_TOKENS.name
+_SERVICE_CALLS = m.SERVICE_CALLS.name
 _DURATION_BOUNDS = m.MODEL_DURATION.bounds_ns
 _DURATION_SUM = m.MODEL_DURATION.sum_ns
 _TTFT_BOUNDS = m.MODEL_TTFT.bounds_ns
@@ -104,7 +109,8 @@ _USAGE_KEYS_SIZE = 8192
 def usage_increments(event: UsageEvent) -> list[Increment]:
     """What one attributed model call adds to the cost metrics (R1-R5, R7)."""
     agent, workflow = event.agent, event.workflow
-    combination = (event.tenant, event.model, event.caller, agent, workflow, event.outcome)
+    combination = (event.tenant, event.model, event.caller, agent, workflow, event.outcome,
+                   event.service)
     keys = _USAGE_KEYS.get(combination)
     if keys is None:
         if len(_USAGE_KEYS) >= _USAGE_KEYS_SIZE:
@@ -117,6 +123,9 @@ def usage_increments(event: UsageEvent) -> list[Increment]:
         keys.request,
         (_MEMBER_TOKENS, keys.member_in, tin),
         (_MEMBER_TOKENS, keys.member_out, tout),
+        (_SERVICE_TOKENS, keys.service_in, tin),
+        (_SERVICE_TOKENS, keys.service_out, tout),
+        keys.service_call,
     ]
     if event.cache_read_tokens:
         out.append((_MODEL_CACHE_TOKENS, keys.cache_read, event.cache_read_tokens))

@@ -56,6 +56,14 @@ WORKFLOW_COST = Family(
 MEMBER_COST = Family(
     "llm_member_cost_usd", "counter", ("tenant", "member"),
     "Cost in USD from the price catalog, by calling member.", (0, 1), usd=True)
+SERVICE_TOKENS = Family(
+    "llm_service_tokens", "counter", ("tenant", "service", _T),
+    "Tokens of the tenant's members by service (agent, assistant, workflow, tool, direct) "
+    "of the nearest enclosing component.", (0,))
+SERVICE_CALLS = Family(
+    "llm_service_calls", "counter", ("tenant", "service"),
+    "Model calls of the tenant's members by service of the nearest enclosing component.",
+    (0,))
 
 AGENT_INVOCATIONS = Family(
     "llm_agent_invocations", "counter", ("owner_tenant", "agent"),
@@ -134,8 +142,8 @@ HISTOGRAMS = (MODEL_DURATION, MODEL_TTFT)
 #: Counters kept in the ledger, in exposition order.
 LEDGER_COUNTERS = (
     MODEL_TOKENS, MODEL_CACHE_TOKENS, MODEL_REQUESTS, AGENT_TOKENS, WORKFLOW_TOKENS,
-    MEMBER_TOKENS, MODEL_COST, AGENT_COST, WORKFLOW_COST, MEMBER_COST,
-    AGENT_INVOCATIONS, WORKFLOW_RUNS, UNATTRIBUTED_TOKENS, UNPRICED_TOKENS,
+    MEMBER_TOKENS, MODEL_COST, AGENT_COST, WORKFLOW_COST, MEMBER_COST, SERVICE_TOKENS,
+    SERVICE_CALLS, AGENT_INVOCATIONS, WORKFLOW_RUNS, UNATTRIBUTED_TOKENS, UNPRICED_TOKENS,
     SPANS_RECEIVED, SPANS_REJECTED, DUPLICATE_SPANS, TRACES_FLUSHED, SERIES_OVERFLOW,
 )
 

@@ -1,7 +1,8 @@
 """The writer's fast paths give exactly what the plain rules give, on random inputs.
 
 ``usage_increments`` builds its keys once per label combination, ``attribute_usage`` walks
-the ancestors once for both the outermost agent and workflow, ``effects_of`` dispatches
+the ancestors once for both the outermost agent and workflow (and once, nearest first, for
+the service split), ``effects_of`` dispatches
 without ``effects``, and the assembler walks complete chains without a set of ids seen.
 Each is checked here against a plain version (the rules as written before the fast paths).
 """
@@ -32,7 +33,7 @@ from otel_processor.attribution import (
     model_label,
     outermost,
 )
-from otel_processor.conventions import AGENT, MODEL, OTHER, WORKFLOW, SpanRecord
+from otel_processor.conventions import AGENT, MODEL, OTHER, TOOL, WORKFLOW, SpanRecord
 from otel_processor.directory import Directory, parse_directory
 from otel_processor.engine import effects_of
 from otel_processor.prices import PriceCatalog
@@ -47,9 +48,11 @@ tenants:
 agents:
   - {id: bot-a, owner_tenant: acme}
   - {id: bot-b, owner_tenant: globex}
+  - {id: bot-c, owner_tenant: acme, kind: assistant}
 workflows:
   - {id: chat-a, owner_tenant: acme, kind: chatflow, agent: bot-a}
   - {id: chat-b, owner_tenant: globex, kind: chatflow, agent: bot-b}
+  - {id: chat-c, owner_tenant: acme, kind: chatflow, agent: bot-c}
   - {id: wf-x, owner_tenant: acme}
   - {id: wf-y, owner_tenant: globex}
 """
@@ -71,6 +74,22 @@ def outermost_workflow(ancestors, directory):
         if ancestor.kind == WORKFLOW and not is_chat_workflow(ancestor, directory):
             return ancestor.workflow_id or "unknown"
     return None
+
+
+def plain_service(ancestors, directory):
+    """The service split as written: the nearest tool, agent (or bound chat workflow), or
+    workflow ancestor; an agent the directory marks ``kind: assistant`` is ``assistant``."""
+    for ancestor in ancestors:
+        if ancestor.kind == TOOL:
+            return "tool"
+        agent = _agent_of(ancestor, directory)
+        if agent is not None:
+            entry = directory.agents.get(agent)
+            return "assistant" if entry is not None and entry.kind == "assistant" else "agent"
+        if ancestor.kind == WORKFLOW and not ancestor.chat_workflow:
+            return "workflow"  # a chat workflow of no known agent is looked through
+    return "direct"
+
 
 @pytest.fixture(scope="module")
 def directory() -> Directory:
@@ -104,6 +123,9 @@ def plain_usage_increments(event: UsageEvent):
         (m.MODEL_REQUESTS.name, (t, model, event.outcome), 1),
         (m.MEMBER_TOKENS.name, (t, event.caller, "input"), tin),
         (m.MEMBER_TOKENS.name, (t, event.caller, "output"), tout),
+        (m.SERVICE_TOKENS.name, (t, event.service, "input"), tin),
+        (m.SERVICE_TOKENS.name, (t, event.service, "output"), tout),
+        (m.SERVICE_CALLS.name, (t, event.service), 1),
     ]
     if event.cache_read_tokens:
         out.append((m.MODEL_CACHE_TOKENS.name, (t, model, "read"), event.cache_read_tokens))
@@ -153,6 +175,7 @@ def plain_attribute_usage(record, ancestors, directory, prices):
         cache_write_tokens=record.cache_write_tokens,
         cost_pico=cost, outcome=record.outcome, duration_ns=record.duration_ns,
         time_to_first_token_ns=record.time_to_first_token_ns,
+        service=plain_service(ancestors, directory),
     )
 
 
@@ -186,7 +209,7 @@ MAYBE = [None, None, None]
 
 
 def random_record(rng: random.Random, kind: str | None = None) -> SpanRecord:
-    kind = kind or rng.choice([MODEL, MODEL, AGENT, WORKFLOW, WORKFLOW, OTHER])
+    kind = kind or rng.choice([MODEL, MODEL, AGENT, WORKFLOW, WORKFLOW, TOOL, OTHER])
     tin = rng.choice([0, 1, 7, 1000, 123_456])
     return SpanRecord(
         kind=kind,
@@ -196,8 +219,8 @@ def random_record(rng: random.Random, kind: str | None = None) -> SpanRecord:
         cache_write_tokens=rng.choice([0, 0, tin // 4]),
         model=rng.choice([*MAYBE, "gpt-4o", "gpt-4o-mini", "unpriced-x", "gpt-4o-2024-08-06"]),
         response_model=rng.choice([*MAYBE, "gpt-4o-2024-08-06", "mystery"]),
-        agent_id=rng.choice([*MAYBE, "bot-a", "bot-b", "bot-z"]),
-        workflow_id=rng.choice([*MAYBE, "chat-a", "chat-b", "wf-x", "wf-y", "wf-z"]),
+        agent_id=rng.choice([*MAYBE, "bot-a", "bot-b", "bot-c", "bot-z"]),
+        workflow_id=rng.choice([*MAYBE, "chat-a", "chat-b", "chat-c", "wf-x", "wf-y", "wf-z"]),
         chat_workflow=rng.random() < 0.2,
         caller=rng.choice([*MAYBE, "alice", "carol", "erin", "dave"]),
         tenant=rng.choice([*MAYBE, "acme", "globex", "nowhere"]),
@@ -230,6 +253,7 @@ def test_usage_increments_are_the_plain_ones_with_the_key_cache_cold_warm_and_fu
             rng.choice(["ok", "error"]),
             rng.choice([None, 0, 50_000_000, 50_000_001, 300 * 10**9, 300 * 10**9 + 1]),
             rng.choice([None, rng.randrange(0, 10**12)]),
+            rng.choice(["agent", "assistant", "workflow", "tool", "direct"]),
         )
         assert ledger.usage_increments(event) == plain_usage_increments(event)
     assert len(ledger._USAGE_KEYS) <= 50
