@@ -70,10 +70,13 @@ def traces() -> Response:
             return _status(content_type, 401, "missing or wrong bearer token",
                            **{"WWW-Authenticate": "Bearer"})
     if not pipeline.ready:
-        # No directory has loaded yet: attributing now would bill every token as not_member
-        # for good. The OTLP exporter retries a 503 after Retry-After.
+        # No directory has loaded yet (attributing now would bill every token as not_member
+        # for good), or the dedupe window's ids are still being read back after a restart.
+        # The OTLP exporter retries a 503 after Retry-After.
         pipeline.count("not_ready")
-        return _status(content_type, 503, "no directory loaded yet, retry later",
+        return _status(content_type, 503,
+                       "not ready (no directory loaded yet, or the seen span ids still being"
+                       " read back), retry later",
                        **{"Retry-After": _RETRY_AFTER_SECONDS})
     length = request.content_length
     if length is not None and length > limits.max_body_bytes:

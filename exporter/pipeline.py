@@ -128,8 +128,10 @@ class Pipeline:
 
     @property
     def ready(self) -> bool:
-        """Whether spans can be attributed: a directory has loaded at least once."""
-        return self._directory.ready
+        """Whether spans can be taken: a directory has loaded at least once (attributing
+        without one would bill every token as not_member), and the store has read the seen
+        ids of the dedupe window back (a few seconds after a restart over millions)."""
+        return self._directory.ready and self._store.seen_ids_ready
 
     @property
     def pending_traces(self) -> int:

@@ -97,6 +97,8 @@ def build_service(config: Config) -> Service:
             problems.append(f"directory not loaded ({directory.last_error})")
         if not pipeline.running:
             problems.append("writer not running")
+        if not store.seen_ids_ready:
+            problems.append("seen span ids of the dedupe window still being read back")
         return problems
 
     app = create_app(

@@ -24,7 +24,7 @@ MAX_RSS_MB = 300
 # what is measured. Times are all within the window: nothing is pruned.
 _FILL = (
     "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)"
-    " INSERT INTO seen_ids (bucket, id, at) SELECT CAST((1000.0 + i / 4096) / 300 AS INTEGER),"
+    " INSERT INTO seen_ids (bucket, id, at) SELECT CAST((1000.0 + i / 4096) / 60 AS INTEGER),"
     " CAST(printf('%024d', i) AS BLOB), 1000.0 + i / 4096 FROM n"
 )
 

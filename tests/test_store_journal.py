@@ -391,3 +391,26 @@ def test_closing_a_store_while_it_reads_ids_back_is_prompt(tmp_path):
     started = time.monotonic()
     Store(tmp_path).close()
     assert time.monotonic() - started < 5
+
+
+def test_a_restarted_store_is_not_ready_until_it_has_read_its_seen_ids_back(tmp_path):
+    store = Store(tmp_path)
+    assert store.seen_ids_ready  # nothing on disk to read
+    for chunk in range(10):
+        store.commit(Batch(seen=[((chunk * 100_000 + n).to_bytes(16, "big"), b"s" * 8, 1.0)
+                                 for n in range(100_000)]))
+    store.close()
+
+    reopened = Store(tmp_path)
+    try:
+        assert not reopened.seen_ids_ready  # a million ids: about a second to read back
+        deadline = time.monotonic() + 60
+        while not reopened.seen_ids_ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reopened.seen_ids_ready
+        before = reopened.disk_lookups
+        new = [(2_000_000 + n).to_bytes(16, "big") + b"s" * 8 for n in range(5_000)]
+        assert reopened.seen_before(new) == set()
+        assert reopened.disk_lookups - before < 20
+    finally:
+        reopened.close()
