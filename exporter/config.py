@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from exporter import limits, pipeline, store
+from otel_processor import assembly
 from otel_processor.directory_source import (
     DEFAULT_REFRESH_INTERVAL,
     DEFAULT_TIMEOUT,
@@ -155,6 +156,14 @@ class Config:
     #: Seconds a (trace id, span id) is remembered for duplicate detection.
     dedupe_retention: float = _key(
         pipeline.DEFAULT_DEDUPE_RETENTION, "a positive number of seconds", _positive
+    )
+    #: A trace whose attributed model calls go over this many calls, or this many tokens
+    #: (input + output), counts once in llm_runaway_traces_total; 0 turns a limit off.
+    runaway_max_calls: int = _key(
+        assembly.DEFAULT_RUNAWAY_MAX_CALLS, "an integer >= 0 (0: off)", _not_negative
+    )
+    runaway_max_tokens: int = _key(
+        assembly.DEFAULT_RUNAWAY_MAX_TOKENS, "an integer >= 0 (0: off)", _not_negative
     )
     max_series_per_metric: int = _key(
         DEFAULT_MAX_SERIES_PER_METRIC, "a positive integer", _positive

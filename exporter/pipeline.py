@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 
 from exporter.store import Batch, PendingSpan, Store
 from otel_processor import metrics as m
-from otel_processor.assembly import Assembler, Ready
+from otel_processor.assembly import (
+    DEFAULT_RUNAWAY_MAX_CALLS,
+    DEFAULT_RUNAWAY_MAX_TOKENS,
+    Assembler,
+    Ready,
+)
 from otel_processor.conventions import InvalidSpan, SpanRecord
 from otel_processor.directory import Directory
 from otel_processor.directory_source import DirectorySource
@@ -87,6 +92,8 @@ class Pipeline:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_traces: int = DEFAULT_MAX_TRACES,
         max_spans: int = DEFAULT_MAX_SPANS,
+        runaway_max_calls: int = DEFAULT_RUNAWAY_MAX_CALLS,
+        runaway_max_tokens: int = DEFAULT_RUNAWAY_MAX_TOKENS,
         dedupe_retention: float = DEFAULT_DEDUPE_RETENTION,
         commit_max_delay: float = DEFAULT_COMMIT_MAX_DELAY,
         clock: Callable[[], float] = time.time,
@@ -99,7 +106,8 @@ class Pipeline:
         self._retention = dedupe_retention
         self._delay = commit_max_delay
         self._assembler_args = dict(
-            idle_timeout=idle_timeout, max_traces=max_traces, max_spans=max_spans
+            idle_timeout=idle_timeout, max_traces=max_traces, max_spans=max_spans,
+            runaway_max_calls=runaway_max_calls, runaway_max_tokens=runaway_max_tokens,
         )
         self._queue: queue.Queue[_Request | None] = queue.Queue()  # thread-safe hand-off
         self._refused_lock = threading.Lock()
@@ -326,7 +334,8 @@ class Pipeline:
         self, ready: Ready, directory: Directory, g: _Group, increments: list[Increment],
         users: list[tuple[str, str, str]],
     ) -> None:
-        found, user = effects_of(ready.record, ready.ancestors, directory, self._prices)
+        found, user = effects_of(ready.record, ready.ancestors, directory, self._prices,
+                                 ready.usage)
         key = ready.trace_id + ready.span_id
         new = g.new.get(key)
         if new is not None:

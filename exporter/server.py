@@ -75,6 +75,8 @@ def build_service(config: Config) -> Service:
         idle_timeout=config.trace_idle_timeout,
         max_traces=config.max_open_traces,
         max_spans=config.max_pending_spans,
+        runaway_max_calls=config.runaway_max_calls,
+        runaway_max_tokens=config.runaway_max_tokens,
         dedupe_retention=config.dedupe_retention,
         commit_max_delay=config.commit_max_delay_ms / 1000.0,
     )

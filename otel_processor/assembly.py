@@ -12,6 +12,14 @@ Both runtimes use it: the service's writer thread (ids are bytes, traces close w
 and the in-process worker (ids are the SDK's ints, a trace closes as soon as none of its
 spans is open). Ids are opaque hashable values here.
 
+Runaway traces: each open trace has a :class:`TraceUsage`, shared by every :class:`Ready` of
+the trace (those handed out while it is open and its leftovers at close). The runtimes pass
+it to ``engine.effects_of``, which charges it with each *attributed* model call; the first
+call that takes the trace over ``runaway_max_calls`` calls or ``runaway_max_tokens`` tokens
+(input + output) is told so, once per trace. A limit of 0 is off. The count lives as long
+as the trace is open: a trace reopened later (a late span, a restart of the service)
+starts from zero and may count again.
+
 Not thread-safe: one owner (the service's writer thread, or the in-process worker) calls
 everything here; ``open_traces`` and ``open_spans`` may be read from any thread.
 """
@@ -30,6 +38,9 @@ CAPACITY = "capacity"
 
 #: Deeper chains are cut (a guard against pathological or cyclic input).
 MAX_DEPTH = 256
+#: Runaway limits of a trace: attributed model calls, and their input + output tokens.
+DEFAULT_RUNAWAY_MAX_CALLS = 50
+DEFAULT_RUNAWAY_MAX_TOKENS = 200_000
 _COUNTED_KINDS = frozenset({MODEL, AGENT, WORKFLOW})
 
 
@@ -38,14 +49,41 @@ _COUNTED_KINDS = frozenset({MODEL, AGENT, WORKFLOW})
 _Node = tuple  # tuple[bytes | None, SpanRecord]
 
 
+class TraceUsage:
+    """The attributed model calls of one open trace and their tokens, against the limits."""
+
+    __slots__ = ("max_calls", "max_tokens", "calls", "tokens", "over")
+
+    def __init__(self, max_calls: int, max_tokens: int) -> None:
+        self.max_calls, self.max_tokens = max_calls, max_tokens  # 0: that limit is off
+        self.calls = 0
+        self.tokens = 0
+        self.over = False  # went over a limit already: told once
+
+    def charge(self, tokens: int) -> bool:
+        """Count one attributed model call; True only for the call that first goes over."""
+        self.calls += 1
+        self.tokens += tokens
+        if self.over:
+            return False
+        if (self.max_calls and self.calls > self.max_calls) or (
+            self.max_tokens and self.tokens > self.max_tokens
+        ):
+            self.over = True
+            return True
+        return False
+
+
 @dataclass(slots=True)  # not frozen: built per span, and frozen init is 4x slower
 class Ready:
-    """A span to attribute now, with its ancestors (nearest first)."""
+    """A span to attribute now, with its ancestors (nearest first), and its trace's usage
+    (None: the runaway limits are off)."""
 
     trace_id: bytes
     span_id: bytes
     record: SpanRecord
     ancestors: tuple[SpanRecord, ...]
+    usage: TraceUsage | None = None
 
 
 @dataclass(slots=True)  # not frozen: built per span, and frozen init is 4x slower
@@ -58,7 +96,7 @@ class Closed:
 
 
 class _Trace:
-    __slots__ = ("spans", "last_seen", "waiting", "started", "client")
+    __slots__ = ("spans", "last_seen", "waiting", "started", "client", "usage")
 
     def __init__(self, now: float, client=None) -> None:
         self.client = client  # who sent its first span (fairness of capacity)
@@ -66,6 +104,7 @@ class _Trace:
         self.last_seen = now
         self.waiting: dict[bytes, None] = {}  # span ids still to attribute, arrival order
         self.started: set | None = None  # in process: spans started and not yet ended
+        self.usage: TraceUsage | None = None  # made when a span is first handed out
 
 
 def needs_attribution(record: SpanRecord) -> bool:
@@ -76,9 +115,21 @@ def needs_attribution(record: SpanRecord) -> bool:
 class Assembler:
     """Open traces, bounded by traces and spans; see the module docstring."""
 
-    def __init__(self, *, idle_timeout: float, max_traces: int, max_spans: int) -> None:
+    def __init__(
+        self,
+        *,
+        idle_timeout: float,
+        max_traces: int,
+        max_spans: int,
+        runaway_max_calls: int = DEFAULT_RUNAWAY_MAX_CALLS,
+        runaway_max_tokens: int = DEFAULT_RUNAWAY_MAX_TOKENS,
+    ) -> None:
         if idle_timeout <= 0 or max_traces < 1 or max_spans < 1:
             raise ValueError("idle_timeout, max_traces and max_spans must be positive")
+        check_runaway_limits(runaway_max_calls, runaway_max_tokens)
+        # None: both off, no usage is kept
+        self._limits = (runaway_max_calls, runaway_max_tokens) if (
+            runaway_max_calls or runaway_max_tokens) else None
         self._idle_timeout = idle_timeout
         self._max_traces = max_traces
         self._max_spans = max_spans
@@ -185,13 +236,20 @@ class Assembler:
             return []
         out = []
         spans, waiting = trace.spans, trace.waiting
+        usage = self._usage(trace)
         for span_id in list(waiting):
             parent_id, record = spans[span_id]
             ancestors = _complete_chain(spans, parent_id)
             if ancestors is not None:
                 del waiting[span_id]
-                out.append(Ready(trace_id, span_id, record, ancestors))
+                out.append(Ready(trace_id, span_id, record, ancestors, usage))
         return out
+
+    def _usage(self, trace: _Trace) -> TraceUsage | None:
+        usage = trace.usage
+        if usage is None and self._limits is not None:
+            usage = trace.usage = TraceUsage(*self._limits)
+        return usage
 
     def close_idle(self, now: float) -> list[Closed]:
         """Close traces idle for ``idle_timeout`` (oldest first)."""
@@ -244,11 +302,19 @@ class Assembler:
             self._client_spans.pop(client, None)
         if not trace.waiting:
             return Closed(trace_id, COMPLETE if reason in (TIMEOUT, COMPLETE) else reason, ())
+        usage = self._usage(trace)
         leftovers = tuple(
-            Ready(trace_id, span_id, node[1], _chain(trace, node, complete_only=False))
+            Ready(trace_id, span_id, node[1], _chain(trace, node, complete_only=False), usage)
             for span_id, node in ((i, trace.spans[i]) for i in trace.waiting)
         )
         return Closed(trace_id, reason, leftovers)
+
+
+def check_runaway_limits(max_calls: object, max_tokens: object) -> None:
+    """Raise ValueError unless both runaway limits are integers >= 0 (0: off)."""
+    for name, value in (("runaway_max_calls", max_calls), ("runaway_max_tokens", max_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0 (0: off), got {value!r}")
 
 
 def _chain(trace: _Trace, node: _Node, *, complete_only: bool):

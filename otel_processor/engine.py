@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from otel_processor import metrics as m
+from otel_processor.assembly import TraceUsage
 from otel_processor.attribution import UsageEvent, attribute_usage, heat_event
 from otel_processor.conventions import MODEL, OTHER, SpanRecord, normalize
 from otel_processor.directory import Directory
@@ -23,13 +25,17 @@ from otel_processor.ledger import (
 )
 from otel_processor.prices import PriceCatalog
 
-__all__ = ["LINK", "effects_of", "read_span"]
+__all__ = ["LINK", "NO_AGENT", "effects_of", "read_span"]
 
 #: What stands in the assembly for a span that was refused: it breaks no chain of its
 #: descendants (their caller may sit above it) and carries nothing itself.
 LINK = SpanRecord(kind=OTHER)
 
 AgentUser = tuple[str, str, str]
+
+#: ``llm_runaway_traces``' agent label for a call outside any agent.
+NO_AGENT = "none"
+_RUNAWAY = m.RUNAWAY_TRACES.name
 
 
 def read_span(
@@ -59,13 +65,23 @@ def effects_of(
     ancestors: Sequence[SpanRecord],
     directory: Directory,
     prices: PriceCatalog,
+    usage: TraceUsage | None = None,
 ) -> tuple[list[Increment], AgentUser | None]:
     """A counted span with its ancestors (nearest first) as ledger increments, and the
-    (owner, agent, caller) it makes known to ``llm_agent_users``."""
+    (owner, agent, caller) it makes known to ``llm_agent_users``.
+
+    ``usage`` is the span's trace's (``Ready.usage``): an attributed model call is charged to
+    it, and the call that first takes the trace over a runaway limit adds one
+    ``llm_runaway_traces{tenant, agent}`` (its billing tenant, its outermost agent or
+    :data:`NO_AGENT`). Unattributed calls are not charged.
+    """
     if record.kind == MODEL:
         event = attribute_usage(record, ancestors, directory, prices)
         if type(event) is UsageEvent:
-            return usage_increments(event), None
+            out = usage_increments(event)
+            if usage is not None and usage.charge(event.input_tokens + event.output_tokens):
+                out.append((_RUNAWAY, (event.tenant, event.agent or NO_AGENT), 1))
+            return out, None
         return unattributed_increments(event), None
     heat = heat_event(record, ancestors, directory)
     if heat is None:

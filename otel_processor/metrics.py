@@ -64,6 +64,11 @@ SERVICE_CALLS = Family(
     "llm_service_calls", "counter", ("tenant", "service"),
     "Model calls of the tenant's members by service of the nearest enclosing component.",
     (0,))
+RUNAWAY_TRACES = Family(
+    "llm_runaway_traces", "counter", ("tenant", "agent"),
+    "Traces over a runaway limit (attributed model calls or their tokens), once per trace, "
+    "by tenant and outermost agent of the call that went over.",
+    (0, 1))
 
 AGENT_INVOCATIONS = Family(
     "llm_agent_invocations", "counter", ("owner_tenant", "agent"),
@@ -143,8 +148,9 @@ HISTOGRAMS = (MODEL_DURATION, MODEL_TTFT)
 LEDGER_COUNTERS = (
     MODEL_TOKENS, MODEL_CACHE_TOKENS, MODEL_REQUESTS, AGENT_TOKENS, WORKFLOW_TOKENS,
     MEMBER_TOKENS, MODEL_COST, AGENT_COST, WORKFLOW_COST, MEMBER_COST, SERVICE_TOKENS,
-    SERVICE_CALLS, AGENT_INVOCATIONS, WORKFLOW_RUNS, UNATTRIBUTED_TOKENS, UNPRICED_TOKENS,
-    SPANS_RECEIVED, SPANS_REJECTED, DUPLICATE_SPANS, TRACES_FLUSHED, SERIES_OVERFLOW,
+    SERVICE_CALLS, RUNAWAY_TRACES, AGENT_INVOCATIONS, WORKFLOW_RUNS, UNATTRIBUTED_TOKENS,
+    UNPRICED_TOKENS, SPANS_RECEIVED, SPANS_REJECTED, DUPLICATE_SPANS, TRACES_FLUSHED,
+    SERIES_OVERFLOW,
 )
 
 #: Ledger families behind the histograms: (name, label positions of ids).

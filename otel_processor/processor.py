@@ -32,7 +32,13 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
 from otel_processor import metrics as m
-from otel_processor.assembly import Assembler, Closed
+from otel_processor.assembly import (
+    DEFAULT_RUNAWAY_MAX_CALLS,
+    DEFAULT_RUNAWAY_MAX_TOKENS,
+    Assembler,
+    Closed,
+    check_runaway_limits,
+)
 from otel_processor.collector import Health, TokenCollector
 from otel_processor.directory import Directory
 from otel_processor.directory_source import DEFAULT_REFRESH_INTERVAL, DirectorySource
@@ -83,6 +89,9 @@ class TokenAttributionProcessor(SpanProcessor):
             (``llm_exporter_traces_flushed_total{reason="capacity"}``).
         trace_timeout: seconds after which a trace with a span that never ended is
             attributed with what is known (``reason="timeout"``).
+        runaway_max_calls / runaway_max_tokens: a trace whose attributed model calls go over
+            this many calls, or this many tokens (input + output), counts once in
+            ``llm_runaway_traces_total{tenant, agent}``; 0 turns a limit off.
         state_dir: keep the counters in the service's durable store in this directory, so
             they survive a restart of the host process (one process per directory).
         search_contact_fields: put email, mis id and phone into ``llm_member_info``'s
@@ -102,6 +111,8 @@ class TokenAttributionProcessor(SpanProcessor):
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         schedule_delay: float = _DEFAULT_SCHEDULE_DELAY,
         search_contact_fields: bool = False,
+        runaway_max_calls: int = DEFAULT_RUNAWAY_MAX_CALLS,
+        runaway_max_tokens: int = DEFAULT_RUNAWAY_MAX_TOKENS,
         ledger: Ledger | None = None,
         state_dir: str | os.PathLike | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -114,6 +125,7 @@ class TokenAttributionProcessor(SpanProcessor):
         for name, value in (("trace_timeout", trace_timeout), ("schedule_delay", schedule_delay)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        check_runaway_limits(runaway_max_calls, runaway_max_tokens)
         self.ledger = ledger or Ledger()
         self._store = None  # opened first: a second process on the directory is refused
         if state_dir is not None:
@@ -133,7 +145,9 @@ class TokenAttributionProcessor(SpanProcessor):
         self._max_queue = max_queue_size
         self._delay = float(schedule_delay)
         self._assembler_args = dict(idle_timeout=float(trace_timeout), max_traces=max_open_traces,
-                                    max_spans=max_open_spans)
+                                    max_spans=max_open_spans,
+                                    runaway_max_calls=runaway_max_calls,
+                                    runaway_max_tokens=runaway_max_tokens)
         self._shutdown = False
         self._init_runtime()
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -321,7 +335,8 @@ class TokenAttributionProcessor(SpanProcessor):
             return
         for ready in closed.leftovers:
             try:
-                found, user = effects_of(ready.record, ready.ancestors, directory, prices)
+                found, user = effects_of(ready.record, ready.ancestors, directory, prices,
+                                         ready.usage)
             except Exception:
                 logger.exception("llm-token-exporter: attribution failed for one span")
                 increments.append((m.SPANS_REJECTED.name, ("internal_error",), 1))
