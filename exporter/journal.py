@@ -153,10 +153,8 @@ class Journal:
         try:
             os.ftruncate(self._fd, self._size)
         except OSError:
-            path = self._path
-            self._close_current()
             # the next start() opens a new file; nothing is appended after the torn frame
-            self._path = path
+            self._close_current()
 
     def delete_before_current(self) -> None:
         """Delete every file but the one being appended to (after a checkpoint)."""

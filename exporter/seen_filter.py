@@ -12,7 +12,8 @@ of the two for as long as it is within the window. The hash is Python's own (ran
 per process), so the filters are never written to disk: a store opened on ids already on
 disk reads them back into bits of its own (:meth:`SeenFilter.blank`, on a thread of its
 own) and merges them in (:meth:`SeenFilter.merge_known`); until then, or until a prune
-passes the newest of them, "not in the filter" proves nothing (see ``authoritative``).
+passes the newest of them, "not in the filter" proves nothing, and
+:meth:`SeenFilter.maybe_seen` passes every key.
 """
 
 from __future__ import annotations
@@ -42,23 +43,8 @@ class SeenFilter:
         # newest of them, "not in the filter" proves nothing.
         self._unknown_until = authoritative_after
 
-    @property
-    def authoritative(self) -> bool:
-        return self._unknown_until is None
-
-    def add(self, key: bytes, at: float) -> None:
-        h = hash(key)
-        mask = self._mask
-        a, b = h & mask, ((h >> 32) | 1) & mask
-        bits = self._young.bits
-        for p in (a, (a + b) & mask, (a + 2 * b) & mask):
-            bits[p >> 3] |= 1 << (p & 7)
-        young = self._young
-        if at > young.newest:
-            young.newest = at
-
     def add_many(self, keys_at) -> None:
-        """``add`` for (key, time) pairs, with the loop's lookups hoisted."""
+        """Add (key, time) pairs: the ids of a commit, seen at those times."""
         young = self._young
         young.newest = self.add_into(young.bits, keys_at, young.newest)
 
@@ -119,7 +105,3 @@ class SeenFilter:
         if self._old.newest < horizon:
             self._old = self._young
             self._young = _Generation(self._size)
-
-    @property
-    def memory_bytes(self) -> int:
-        return 2 * (self._size >> 3)

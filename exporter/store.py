@@ -230,12 +230,10 @@ def _pending_chunks_from_schema_2(db: sqlite3.Connection) -> None:
 def _write_migrated(db: sqlite3.Connection, chunks: dict) -> None:
     # Several chunks of one trace (another format, or a flush above) get distinct seqs
     # below any checkpoint's.
-    rows = []
     for (trace, fmt), spans in chunks.items():
         (n,) = db.execute("SELECT count(*) FROM pending_chunks WHERE trace_id = ?",
                           (trace,)).fetchone()
-        rows.append((trace, n - 2**62, fmt, marshal.dumps((spans, []))))
-        db.executemany(_ADD_CHUNK, rows[-1:])
+        db.execute(_ADD_CHUNK, (trace, n - 2**62, fmt, marshal.dumps((spans, []))))
     chunks.clear()
 
 

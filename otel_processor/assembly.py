@@ -107,11 +107,6 @@ class _Trace:
         self.usage: TraceUsage | None = None  # made when a span is first handed out
 
 
-def needs_attribution(record: SpanRecord) -> bool:
-    """Model calls (usage), agent and workflow spans (heat) are counted; others are context."""
-    return record.kind in _COUNTED_KINDS
-
-
 class Assembler:
     """Open traces, bounded by traces and spans; see the module docstring."""
 
@@ -218,7 +213,7 @@ class Assembler:
             if now > trace.last_seen:
                 trace.last_seen = now
         trace.spans[span_id] = (parent_id, record)
-        if not attributed and record.kind in _COUNTED_KINDS:  # needs_attribution
+        if not attributed and record.kind in _COUNTED_KINDS:  # counted; others are context
             trace.waiting[span_id] = None
         started = trace.started
         if started is not None and span_id in started:
