@@ -9,6 +9,7 @@ spans could be read counts once.
 from __future__ import annotations
 
 import hmac
+import json
 import threading
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -18,6 +19,8 @@ from prometheus_client.exposition import choose_encoder
 from exporter.limits import Limits
 from exporter.otlp import OtlpError, decode_request, encode_response, encode_status
 from exporter.pipeline import Pipeline
+from otel_processor.budgets import Budgets
+from otel_processor.periods import AGENT, MEMBER, TENANT
 
 __all__ = ["Limits", "bp", "create_app"]
 
@@ -112,6 +115,43 @@ def traces() -> Response:
     return Response(body, status=200, content_type=media)
 
 
+def _json(code: int, doc: dict, **headers: str) -> Response:
+    return Response(json.dumps(doc, separators=(",", ":")) + "\n", status=code,
+                    content_type="application/json", headers=headers)
+
+
+@bp.get("/v1/budgets/<tenant>")
+def budget(tenant: str) -> Response:
+    """This month's usage of a tenant (or ``?member=`` / ``?agent=`` of it) against its
+    budget, for a gateway's pre-check: answered from memory."""
+    state = _state()
+    token = state["api_token"]
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return _json(401, {"error": "missing or wrong bearer token"},
+                         **{"WWW-Authenticate": "Bearer"})
+    pipeline: Pipeline = state["pipeline"]
+    if not pipeline.ready:
+        return _json(503, {"error": "not ready"}, **{"Retry-After": _RETRY_AFTER_SECONDS})
+    args = request.args
+    unknown = [k for k in args if k not in ("member", "agent")]
+    if unknown or ("member" in args and "agent" in args):
+        return _json(400, {"error": "ask for the tenant, or one of ?member= and ?agent="})
+    scope, id_ = TENANT, tenant
+    for name, s in (("member", MEMBER), ("agent", AGENT)):
+        if name in args:
+            scope, id_ = s, args[name]
+            if not id_:
+                return _json(400, {"error": f"{name} is empty"})
+    budgets: Budgets = state["budgets"]
+    known = tenant in pipeline.directory_tenants() or (tenant, TENANT, tenant) in budgets.by_key
+    if not known and (tenant, scope, id_) not in budgets.by_key:
+        return _json(404, {"error": f"unknown tenant {tenant!r}"})
+    usage = budgets.usage(pipeline.periods, tenant, scope, id_, pipeline.wall_clock())
+    return _json(200, usage.as_json())
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     state = _state()
@@ -145,6 +185,8 @@ def create_app(
     limits: Limits | None = None,
     auth_token: str = "",
     renderer=None,
+    budgets: Budgets | None = None,
+    api_token: str = "",
 ) -> Flask:
     """The Flask application: routes from the Blueprint, state injected, no globals.
 
@@ -158,6 +200,8 @@ def create_app(
         "readiness": readiness,
         "limits": limits,
         "auth_token": auth_token,
+        "api_token": api_token or auth_token,
+        "budgets": budgets or Budgets(),
         # renders the registry's collector faster (otel_processor/exposition.py); None:
         # prometheus-client renders the registry
         "renderer": renderer,

@@ -148,6 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
     _configure_logging(config.log_level)
     from exporter.server import serve
     from exporter.store import StoreError
+    from otel_processor.budgets import BudgetError
     from otel_processor.directory import DirectoryError
     from otel_processor.prices import PriceError
 
@@ -159,6 +160,8 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail("serve", str(exc))
     except PriceError as exc:  # the message starts with the catalog's path
         return _fail("serve", f"prices: {exc}")
+    except BudgetError as exc:  # the message starts with the budgets file's path
+        return _fail("serve", f"budgets: {exc}")
     except DirectoryError as exc:  # the message starts with the directory's source
         return _fail("serve", f"directory: {exc}")
     except OSError as exc:  # the listen address is taken or not ours
@@ -225,6 +228,16 @@ def _check_config(args: argparse.Namespace) -> int:
         problems.append(f"prices: {exc}")
     else:
         found.append(f"prices: {_plural(len(catalog), 'model')}")
+    if config.budgets:
+        from otel_processor.budgets import BudgetError, load_budgets
+
+        try:
+            budgets = load_budgets(config.budgets)
+        except BudgetError as exc:
+            problems.append(f"budgets: {exc}")
+        else:
+            found.append(f"budgets: {_plural(len(budgets.by_key), 'budget')}, "
+                         f"{_plural(len(budgets.calendar.names), 'tenant timezone')}")
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)

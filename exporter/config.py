@@ -128,6 +128,9 @@ class Config:
     directory: str = _key("", "a file path or an http(s) URL", _path_or_http_url)
     #: A file path; "" is the price catalog shipped in the package.
     prices: str = _key("", "a file path", _path)
+    #: The budgets file (monthly limits, thresholds, each tenant's timezone; see
+    #: docs/budgets.md); "": no budgets, every tenant's calendar in UTC.
+    budgets: str = _key("", "a file path", _path)
     state_dir: str = _key("./data", "a directory path", _not_empty)
     directory_refresh_interval: float = _key(
         DEFAULT_REFRESH_INTERVAL, "a positive number of seconds", _positive
@@ -135,6 +138,9 @@ class Config:
     directory_timeout: float = _key(DEFAULT_TIMEOUT, "a positive number of seconds", _positive)
     #: The bearer token POST /v1/traces requires; "" is no authentication.
     auth_token: str = _key("", "a token without whitespace", _no_whitespace, secret=True)
+    #: The bearer token GET /v1/budgets requires (a gateway's budget pre-check); "" is
+    #: auth_token, and no authentication when that is "" too.
+    api_token: str = _key("", "a token without whitespace", _no_whitespace, secret=True)
     max_body_bytes: int = _key(limits.DEFAULT_MAX_BODY_BYTES, "a positive integer", _positive)
     max_decompressed_bytes: int = _key(
         limits.DEFAULT_MAX_DECOMPRESSED_BYTES, "a positive integer", _positive

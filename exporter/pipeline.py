@@ -36,6 +36,7 @@ from otel_processor.directory import Directory
 from otel_processor.directory_source import DirectorySource
 from otel_processor.engine import LINK, effects_of, read_span
 from otel_processor.ledger import Increment, Ledger
+from otel_processor.periods import Calendar, Periods, PeriodSink, earliest_kept
 from otel_processor.prices import PriceCatalog
 
 logger = logging.getLogger(__name__)
@@ -96,12 +97,15 @@ class Pipeline:
         runaway_max_tokens: int = DEFAULT_RUNAWAY_MAX_TOKENS,
         dedupe_retention: float = DEFAULT_DEDUPE_RETENTION,
         commit_max_delay: float = DEFAULT_COMMIT_MAX_DELAY,
+        periods: Periods | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._directory = directory
         self._prices = prices
         self.ledger = ledger
+        #: usage by calendar period (each tenant's timezone); the writer plans and applies
+        self.periods = periods if periods is not None else Periods(Calendar())
         self._clock = clock
         self._retention = dedupe_retention
         self._delay = commit_max_delay
@@ -121,9 +125,10 @@ class Pipeline:
     def _load(self, *, ledger: bool = True) -> None:
         """Build the writer's state from the store: at start, and after a failed commit
         (then without the ledger, which shows only committed totals already)."""
-        loaded = self._store.load()
+        loaded = self._store.load(earliest_kept(self._clock()) if ledger else None)
         if ledger:
             self.ledger.load(loaded.totals, loaded.agent_users)
+            self.periods.load(loaded.periods)
         self._assembler = Assembler(**self._assembler_args)  # writer thread only
         # A restart gives open traces a fresh idle window: their other spans are likely
         # being retried by clients right now, however long the outage was.
@@ -133,6 +138,14 @@ class Pipeline:
                 p.trace_id, p.span_id, p.parent_id, p.record,
                 now=max(p.received_at, now), attributed=p.attributed,
             )
+
+    def wall_clock(self) -> float:
+        """The pipeline's clock (unix seconds): which day is today for the periods."""
+        return self._clock()
+
+    def directory_tenants(self):
+        """The tenant ids of the current directory."""
+        return self._directory.current.tenants
 
     @property
     def ready(self) -> bool:
@@ -276,6 +289,7 @@ class Pipeline:
         touched: dict[bytes, None] = {}
         increments: list[Increment] = list(refused)
         users: list[tuple[str, str, str]] = []
+        sink = PeriodSink(self.periods.calendar, now)
         on_disk = self._seen_on_disk(requests)
         for request in requests:
             increments += request.increments
@@ -295,11 +309,11 @@ class Pipeline:
         directory = self._directory.current
         for trace_id in touched:
             for ready in self._assembler.ready(trace_id):
-                self._attribute(ready, directory, g, increments, users)
+                self._attribute(ready, directory, g, increments, users, sink)
         closed = self._assembler.close_over_capacity() + self._assembler.close_idle(now)
         for c in closed:
             for ready in c.leftovers:
-                self._attribute(ready, directory, g, increments, users)
+                self._attribute(ready, directory, g, increments, users, sink)
             increments.append((m.TRACES_FLUSHED.name, (c.reason,), 1))
         dropped = {c.trace_id for c in closed}
         batch.dropped_traces = list(dropped)
@@ -307,10 +321,13 @@ class Pipeline:
         self._forget_seen(now, batch)
         plan = self.ledger.plan(increments, users)
         batch.increments, batch.agent_users = plan.increments, plan.agent_users
+        batch.periods = self.periods.plan(sink.rows) if sink.rows else []
         if (batch.new_spans or batch.dropped_traces or batch.increments or batch.attributed
-                or batch.agent_users or batch.prune_seen_before is not None):
+                or batch.agent_users or batch.prune_seen_before is not None or batch.periods):
             self._store.commit(batch)
         self.ledger.apply(plan)  # only once committed: what /metrics shows never goes down
+        if batch.periods:
+            self.periods.apply(batch.periods)
         for request in requests:
             request.ok = True
 
@@ -332,10 +349,10 @@ class Pipeline:
 
     def _attribute(
         self, ready: Ready, directory: Directory, g: _Group, increments: list[Increment],
-        users: list[tuple[str, str, str]],
+        users: list[tuple[str, str, str]], sink: PeriodSink,
     ) -> None:
         found, user = effects_of(ready.record, ready.ancestors, directory, self._prices,
-                                 ready.usage)
+                                 ready.usage, sink)
         key = ready.trace_id + ready.span_id
         new = g.new.get(key)
         if new is not None:
@@ -352,6 +369,7 @@ class Pipeline:
         if now - self._last_prune >= _PRUNE_EVERY:
             batch.prune_seen_before = now - self._retention
             self._last_prune = now
+            self.periods.prune(now)  # periods of memory: the store keeps every row
 
     def close(self) -> None:
         self.stop()

@@ -13,6 +13,8 @@ import gc
 import logging
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -21,10 +23,12 @@ from exporter.app import Limits, create_app
 from exporter.config import Config
 from exporter.pipeline import Pipeline
 from exporter.store import Store
+from otel_processor.budgets import Budgets, load_budgets
 from otel_processor.collector import Health, TokenCollector
 from otel_processor.directory_source import DirectorySource
 from otel_processor.exposition import Renderer
 from otel_processor.ledger import Ledger
+from otel_processor.periods import Periods
 from otel_processor.prices_source import load_prices
 
 logger = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ class Service:
     pipeline: Pipeline
     registry: CollectorRegistry
     app: object
+    budgets: Budgets
 
     def close(self) -> None:
         """Stop the writer (queued work is committed), the directory refresh, the store."""
@@ -47,8 +52,10 @@ class Service:
         self.directory.stop()
 
 
-def build_service(config: Config) -> Service:
+def build_service(config: Config, *, clock: Callable[[], float] = time.time) -> Service:
     """Open the state, load directory and prices, and build the app (no server yet).
+
+    ``clock`` is the wall clock (unix seconds) of the pipeline and the calendar periods.
 
     Raises :class:`~exporter.store.StoreError` (``StateDirLocked`` when another process
     holds the state directory) before anything else is started.
@@ -57,6 +64,7 @@ def build_service(config: Config) -> Service:
                   checkpoint_interval=config.checkpoint_interval)
     try:
         prices = load_prices(config.prices_path)
+        budgets = load_budgets(config.budgets)
         directory = DirectorySource(
             config.directory_source,
             refresh_interval=config.directory_refresh_interval,
@@ -67,6 +75,7 @@ def build_service(config: Config) -> Service:
         store.close()
         raise
     ledger = Ledger(max_series_per_metric=config.max_series_per_metric)
+    periods = Periods(budgets.calendar, max_ids_per_scope=config.max_series_per_metric)
     pipeline = Pipeline(
         store=store,
         directory=directory,
@@ -79,6 +88,8 @@ def build_service(config: Config) -> Service:
         runaway_max_tokens=config.runaway_max_tokens,
         dedupe_retention=config.dedupe_retention,
         commit_max_delay=config.commit_max_delay_ms / 1000.0,
+        periods=periods,
+        clock=clock,
     )
     registry = CollectorRegistry()
     collector = TokenCollector(
@@ -90,6 +101,9 @@ def build_service(config: Config) -> Service:
             directory_failures=lambda: directory.refresh_failures,
         ),
         search_contact_fields=config.search_contact_fields,
+        periods=periods,
+        budgets=budgets,
+        clock=pipeline.wall_clock,
     )
     registry.register(collector)
 
@@ -116,10 +130,12 @@ def build_service(config: Config) -> Service:
         ),
         auth_token=config.auth_token,
         renderer=Renderer(collector),
+        budgets=budgets,
+        api_token=config.api_token,
     )
     directory.start()
     pipeline.start()
-    return Service(config, directory, store, pipeline, registry, app)
+    return Service(config, directory, store, pipeline, registry, app, budgets)
 
 
 def _counting_channel(count):
@@ -200,9 +216,9 @@ class RunningServer:
         self.service.close()
 
 
-def start_server(config: Config) -> RunningServer:
+def start_server(config: Config, *, clock: Callable[[], float] = time.time) -> RunningServer:
     """Build the service and serve it in the background on ``config.listen``."""
-    service = build_service(config)
+    service = build_service(config, clock=clock)
     try:
         return RunningServer(service, config.host, config.port)
     except BaseException:  # the port is taken, say: release the state directory

@@ -60,8 +60,9 @@ from exporter.journal import Journal, JournalError
 from exporter.seen_filter import DEFAULT_BITS, SeenFilter
 from otel_processor.conventions import SpanRecord
 from otel_processor.ledger import Increment
+from otel_processor.periods import add_amounts
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FILENAME = "ledger.sqlite3"
 LOCK_FILENAME = "lock"
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -130,6 +131,17 @@ _CREATE_PENDING_CHUNKS = (
 # The last journal frame the database holds (frames up to it are skipped by a replay), and
 # the latest prune of the seen ids (an id counts only when seen at or after it).
 _CREATE_JOURNAL_STATE = "CREATE TABLE journal_state (seq INTEGER NOT NULL, pruned REAL)"
+# Usage by calendar period (otel_processor/periods.py): one row per (tenant, period, scope,
+# id), amounts added by each checkpoint. Cost in pico-USD as high * 2**62 + low (as totals):
+# a month's cost passes 2**63 pico-USD at 9.2 million USD.
+_CREATE_PERIOD_USAGE = (
+    "CREATE TABLE period_usage (tenant TEXT NOT NULL, period TEXT NOT NULL,"
+    " scope TEXT NOT NULL, id TEXT NOT NULL,"
+    " input INTEGER NOT NULL, output INTEGER NOT NULL,"
+    " cost_high INTEGER NOT NULL, cost_low INTEGER NOT NULL,"
+    " unpriced INTEGER NOT NULL, calls INTEGER NOT NULL,"
+    " PRIMARY KEY (tenant, period, scope, id)) WITHOUT ROWID"
+)
 
 _SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -145,6 +157,7 @@ _SCHEMA = (
     _CREATE_SEEN_IDS,
     _CREATE_JOURNAL_STATE,
     "INSERT INTO journal_state VALUES (0, NULL)",
+    _CREATE_PERIOD_USAGE,
 )
 
 _SET_TOTAL = (
@@ -154,6 +167,18 @@ _SET_TOTAL = (
 _ADD_USER = "INSERT INTO agent_users (key) VALUES (?) ON CONFLICT (key) DO NOTHING"
 _ADD_CHUNK = "INSERT INTO pending_chunks (trace_id, seq, format, data) VALUES (?, ?, ?, ?)"
 _DROP_TRACE = "DELETE FROM pending_chunks WHERE trace_id = ?"
+_ADD_PERIOD = (
+    "INSERT INTO period_usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (tenant, period, scope, id) DO UPDATE SET"
+    " input = input + excluded.input, output = output + excluded.output,"
+    f" cost_high = cost_high + excluded.cost_high + (cost_low + excluded.cost_low) / {2**62},"
+    f" cost_low = (cost_low + excluded.cost_low) % {2**62},"
+    " unpriced = unpriced + excluded.unpriced, calls = calls + excluded.calls"
+)
+_READ_PERIODS = (
+    "SELECT tenant, period, scope, id, input, output, cost_high, cost_low, unpriced, calls"
+    " FROM period_usage WHERE period >= ?"
+)
 # An id seen again in a bucket keeps its latest time, whatever the order of the commits.
 _ADD_SEEN = (
     "INSERT INTO seen_ids (bucket, id, at) VALUES (?, ?, ?)"
@@ -242,6 +267,7 @@ def _write_migrated(db: sqlite3.Connection, chunks: dict) -> None:
 _MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
     1: (_seen_ids_from_schema_1,),
     2: (_pending_chunks_from_schema_2, _seen_buckets_from_schema_2),
+    3: (_CREATE_PERIOD_USAGE,),
 }
 
 
@@ -288,6 +314,8 @@ class Batch:
     agent_users: list[tuple[str, str, str]] = field(default_factory=list)
     seen: list[tuple[bytes, bytes, float]] = field(default_factory=list)
     prune_seen_before: float | None = None
+    #: calendar-period rows (``periods.Row``: tenant, period, scope, id, 5 amounts), added
+    periods: list[tuple] = field(default_factory=list)
 
 
 @dataclass
@@ -297,6 +325,7 @@ class Loaded:
     totals: dict[str, dict[tuple[str, ...], int]]  # family -> label values -> amount
     agent_users: set[tuple[str, str, str]]
     pending: list[PendingSpan]  # in received order
+    periods: list[tuple] = field(default_factory=list)  # rows of the periods asked for
 
 
 def _strings(values: tuple, what: str, size: int | None = None) -> tuple:
@@ -325,8 +354,10 @@ def _id(value: object, size: int, what: str) -> bytes:
 # A frame: what one batch changes, as plain tuples (marshal writes them exactly):
 # (spans [(trace, span, parent, record values, attributed, received_at)], marks [(trace,
 #  span)], dropped [trace], increments [(family, labels, amount)], users [user],
-#  seen [(id, at)], prune or None)
+#  seen [(id, at)], prune or None, period rows [(tenant, period, scope, id, *5 amounts)])
+# A frame of an older version has no period rows.
 _Frame = tuple
+_PERIOD_AMOUNTS = 5
 
 
 def _frame_of(batch: Batch) -> _Frame:
@@ -363,7 +394,14 @@ def _frame_of(batch: Batch) -> _Frame:
     prune = batch.prune_seen_before
     if prune is not None:
         _time(prune, "prune_seen_before")
-    return spans, marks, dropped, increments, users, seen, prune
+    periods = []
+    for row in batch.periods:
+        if (type(row) is not tuple or len(row) != 4 + _PERIOD_AMOUNTS
+                or not all(type(v) is str for v in row[:4])
+                or not all(type(v) is int and v >= 0 for v in row[4:])):
+            raise TypeError(f"period row {row!r:.120} is not 4 str and 5 ints >= 0")
+        periods.append(row)
+    return spans, marks, dropped, increments, users, seen, prune, periods
 
 
 class _Delta:
@@ -372,7 +410,8 @@ class _Delta:
     The same code merges a frame as it is committed and as it is replayed after a crash.
     """
 
-    __slots__ = ("spans", "marks", "drops", "totals", "users", "seen", "prune", "n_spans")
+    __slots__ = ("spans", "marks", "drops", "totals", "users", "seen", "prune", "n_spans",
+                 "periods")
 
     def __init__(self) -> None:
         # trace -> span -> (span, parent, record values, attributed, received_at, order)
@@ -384,15 +423,20 @@ class _Delta:
         self.seen: dict[bytes, float] = {}  # id -> latest time
         self.prune: float | None = None
         self.n_spans = 0
+        self.periods: dict[tuple, list[int]] = {}  # (tenant, period, scope, id) -> amounts
 
     @property
     def empty(self) -> bool:
         return not (self.spans or self.marks or self.drops or self.totals or self.users
-                    or self.seen or self.prune is not None)
+                    or self.seen or self.prune is not None or self.periods)
 
     def apply(self, seq: int, frame: _Frame, totals: dict, seen_filter: SeenFilter,
               pruned: float) -> None:
-        new_spans, marks, dropped, increments, users, seen, prune = frame
+        new_spans, marks, dropped, increments, users, seen, prune = frame[:7]
+        if len(frame) > 7:
+            staged_periods = self.periods
+            for row in frame[7]:
+                add_amounts(staged_periods, row[:4], row[4:])
         staged = self.spans
         base = seq << _ORDER_SHIFT
         for i, (trace, span, parent, values, attributed, at) in enumerate(new_spans):
@@ -641,7 +685,7 @@ class Store:
         db.execute(f"PRAGMA synchronous = {synchronous}")
         db.execute("PRAGMA foreign_keys = OFF")  # none declared; rows are independent
         db.execute("PRAGMA temp_store = MEMORY")  # ORDER BY sorts never touch the disk
-        db.execute("PRAGMA cache_size = -32768")  # 32 MiB: the hot pages of totals and pending
+        db.execute("PRAGMA cache_size = -8192")  # 8 MiB: the hot pages of totals and pending
         # Checkpoint every 4000 pages (16 MiB) rather than 1000: pages that several commits
         # dirty are copied once, so commits stall on a checkpoint less (measured).
         db.execute("PRAGMA wal_autocheckpoint = 4000")
@@ -701,13 +745,14 @@ class Store:
 
     # -- reading -----------------------------------------------------------------------
 
-    def load(self) -> Loaded:
-        """What is committed: totals, agent users, pending spans (not seen ids)."""
+    def load(self, periods_since: str | None = None) -> Loaded:
+        """What is committed: totals, agent users, pending spans (not seen ids), and the
+        period rows of periods ``>= periods_since`` (none when ``None``)."""
         db = self._enter()
         try:
             db.execute("BEGIN")  # one snapshot for all the reads
             try:
-                return self._read(db)
+                return self._read(db, periods_since)
             finally:
                 db.execute("COMMIT")
         except Exception as exc:
@@ -715,7 +760,7 @@ class Store:
         finally:
             self._busy.release()
 
-    def _read(self, db: sqlite3.Connection) -> Loaded:
+    def _read(self, db: sqlite3.Connection, periods_since: str | None) -> Loaded:
         totals: dict[str, dict[tuple[str, ...], int]] = {}
         for (family, labels), amount in self._totals.items():
             totals.setdefault(family, {})[labels] = amount
@@ -742,7 +787,18 @@ class Store:
         rows.sort(key=operator.itemgetter(0))
         pending = [PendingSpan(trace, span, parent, SpanRecord(*values), bool(done), at)
                    for _, trace, span, (parent, values, done, at, _) in rows]
-        return Loaded(totals, users, pending)
+        periods = []
+        if periods_since is not None:
+            merged = {}
+            for tenant, period, scope, id_, tin, tout, high, low, unpriced, calls in db.execute(
+                    _READ_PERIODS, (periods_since,)):
+                merged[(tenant, period, scope, id_)] = [tin, tout, high * _LOW + low,
+                                                        unpriced, calls]
+            for key, amounts in delta.periods.items():
+                if key[1] >= periods_since:
+                    add_amounts(merged, key, amounts)
+            periods = [(*key, *amounts) for key, amounts in merged.items()]
+        return Loaded(totals, users, pending, periods)
 
     @property
     def seen_ids_ready(self) -> bool:
@@ -829,7 +885,7 @@ class Store:
             problem = _overflows(self._totals, frame[3])
             if problem:
                 raise OverflowError(f"{problem} is beyond the ledger's range")
-            if not any(frame[:6]) and frame[6] is None:
+            if not any(frame[:6]) and frame[6] is None and not frame[7]:
                 return
             if self._journal.bytes >= MAX_JOURNAL_BYTES:
                 raise JournalError(f"the journal holds {self._journal.bytes} bytes that no "
@@ -882,6 +938,8 @@ class Store:
         chunks.sort()
         totals = [(self._key(key), *divmod(self._totals[key], _LOW)) for key in delta.totals]
         users = [(_encode(user),) for user in delta.users]
+        periods = sorted((*key, tin, tout, *divmod(cost, _LOW), unpriced, calls)
+                         for key, (tin, tout, cost, unpriced, calls) in delta.periods.items())
         # in key order: each upsert reuses its neighbour's path down the tree
         seen = sorted((_bucket(at), key, at) for key, at in delta.seen.items())
         db.execute("BEGIN IMMEDIATE")
@@ -890,6 +948,7 @@ class Store:
             db.executemany(_ADD_CHUNK, chunks)
             db.executemany(_SET_TOTAL, totals)
             db.executemany(_ADD_USER, users)
+            db.executemany(_ADD_PERIOD, periods)
             if delta.prune is not None:
                 db.execute(_PRUNE_SEEN, (_bucket(delta.prune),))
             db.executemany(_ADD_SEEN, seen)

@@ -43,6 +43,33 @@ DEFAULT_RUNAWAY_MAX_CALLS = 50
 DEFAULT_RUNAWAY_MAX_TOKENS = 200_000
 _COUNTED_KINDS = frozenset({MODEL, AGENT, WORKFLOW})
 
+#: context fields of a record -> the one record that carries only them (cleared when full)
+_CONTEXTS: dict[tuple, SpanRecord] = {}
+_CONTEXTS_SIZE = 65_536
+
+
+def context_of(record: SpanRecord) -> SpanRecord:
+    """What an attributed span still gives its trace: the fields attribution reads of an
+    ancestor (kind, caller, tenant and their resource fallbacks, agent, workflow), shared.
+
+    An open trace stays as context for late children for ``idle_timeout`` after its spans
+    are attributed; most of its records then carry the same few fields, so they share one
+    object instead of each keeping its tokens, model and times (measured: about a third of
+    the memory of open traces under steady load).
+    """
+    key = (record.kind, record.caller, record.tenant, record.resource_caller,
+           record.resource_tenant, record.agent_id, record.workflow_id, record.chat_workflow)
+    context = _CONTEXTS.get(key)
+    if context is None:
+        if len(_CONTEXTS) >= _CONTEXTS_SIZE:
+            _CONTEXTS.clear()
+        context = _CONTEXTS[key] = SpanRecord(
+            kind=record.kind, caller=record.caller, tenant=record.tenant,
+            resource_caller=record.resource_caller, resource_tenant=record.resource_tenant,
+            agent_id=record.agent_id, workflow_id=record.workflow_id,
+            chat_workflow=record.chat_workflow)
+    return context
+
 
 #: A span in assembly: (parent id, record). A tuple: built for every span, and cheaper than
 #: any object; whether it still waits for attribution is ``_Trace.waiting``'s business.
@@ -212,9 +239,11 @@ class Assembler:
             self._client_traces[trace.client].move_to_end(trace_id)
             if now > trace.last_seen:
                 trace.last_seen = now
-        trace.spans[span_id] = (parent_id, record)
         if not attributed and record.kind in _COUNTED_KINDS:  # counted; others are context
+            trace.spans[span_id] = (parent_id, record)
             trace.waiting[span_id] = None
+        else:
+            trace.spans[span_id] = (parent_id, context_of(record))
         started = trace.started
         if started is not None and span_id in started:
             started.discard(span_id)  # counted once, when it started
@@ -238,6 +267,7 @@ class Assembler:
             if ancestors is not None:
                 del waiting[span_id]
                 out.append(Ready(trace_id, span_id, record, ancestors, usage))
+                spans[span_id] = (parent_id, context_of(record))
         return out
 
     def _usage(self, trace: _Trace) -> TraceUsage | None:

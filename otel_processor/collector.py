@@ -6,6 +6,7 @@ metric families; nothing here is on the span path. No other module builds famili
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import (
@@ -18,8 +19,17 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from otel_processor import metrics as m
+from otel_processor.budgets import STATES, Budgets
 from otel_processor.directory import Directory
 from otel_processor.ledger import Ledger, Snapshot
+from otel_processor.periods import (
+    COST,
+    INPUT,
+    OUTPUT,
+    TENANT,
+    UNPRICED,
+    Periods,
+)
 from otel_processor.prices import PICO_PER_USD
 
 
@@ -56,11 +66,17 @@ class TokenCollector(Collector):
         *,
         health: Health | None = None,
         search_contact_fields: bool = False,
+        periods: Periods | None = None,
+        budgets: Budgets | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
         self._directory = directory
         self._health = health or Health()
         self._search_contact_fields = search_contact_fields
+        self._periods = periods
+        self._budgets = budgets or Budgets()
+        self._clock = clock  # wall clock: which day is today
 
     @property
     def ledger(self) -> Ledger:
@@ -81,8 +97,46 @@ class TokenCollector(Collector):
         for histogram in m.HISTOGRAMS:
             yield _histogram(histogram, snap)
         yield from self._heat_gauges(snap)
-        yield from self._info(self._directory())
+        directory = self._directory()
+        yield from self._info(directory)
+        if self._periods is not None:
+            yield from self._period_families(directory)
         yield from self._health_families()
+
+    def _period_families(self, directory: Directory) -> Iterator[Metric]:
+        """Each tenant's today, yesterday, month and last month, and every budget."""
+        now = self._clock()
+        periods, budgets = self._periods, self._budgets
+        calendar = budgets.calendar
+        fams = {f.name: GaugeMetricFamily(f.name, f.help, labels=f.labels)
+                for f in (*m.PERIOD_GAUGES, *m.BUDGET_GAUGES)}
+        tokens, cost = fams[m.PERIOD_TOKENS.name], fams[m.PERIOD_COST.name]
+        unpriced = fams[m.PERIOD_UNPRICED.name]
+        start, end = fams[m.PERIOD_START.name], fams[m.PERIOD_END.name]
+        tenants = (set(directory.tenants) | periods.tenants()
+                   | {key[0] for key in budgets.by_key})
+        for tenant in sorted(tenants):
+            for name, (period, begins, ends) in calendar.bounds(tenant, now).items():
+                amounts = periods.amounts(tenant, period, TENANT, tenant)
+                tokens.add_metric((tenant, name, "input"), amounts[INPUT])
+                tokens.add_metric((tenant, name, "output"), amounts[OUTPUT])
+                cost.add_metric((tenant, name), amounts[COST] / PICO_PER_USD)
+                unpriced.add_metric((tenant, name), amounts[UNPRICED])
+                start.add_metric((tenant, name), begins)
+                end.add_metric((tenant, name), ends)
+        for key in sorted(budgets.by_key):
+            usage = budgets.usage(periods, *key, now)
+            b = usage.budget
+            if b.limit_tokens is not None:
+                fams[m.BUDGET_LIMIT_TOKENS.name].add_metric(key, b.limit_tokens)
+            if b.limit_pico is not None:
+                fams[m.BUDGET_LIMIT_USD.name].add_metric(key, b.limit_usd)
+            fams[m.BUDGET_USED_TOKENS.name].add_metric(key, usage.used_tokens)
+            fams[m.BUDGET_USED_USD.name].add_metric(key, usage.used_usd)
+            fams[m.BUDGET_RATIO.name].add_metric(key, usage.ratio)
+            for state, threshold in zip(STATES[1:], b.thresholds, strict=True):
+                fams[m.BUDGET_THRESHOLD.name].add_metric((*key, state), float(threshold) / 100)
+        yield from fams.values()
 
     def _heat_gauges(self, snap: Snapshot) -> Iterator[Metric]:
         family = m.AGENT_USERS

@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from sys import intern as _intern
 from typing import Any
 
 MODEL = "model"
@@ -136,6 +137,7 @@ class SpanRecord:
     outcome: str = "ok"
     duration_ns: int | None = None
     time_to_first_token_ns: int | None = None  # streamed model calls that report it
+    end_ns: int | None = None  # a model call's end (unix ns): the calendar period it counts in
 
     @property
     def total_tokens(self) -> int:
@@ -214,7 +216,9 @@ def _ident(found: Mapping, field: str) -> str | None:
     if value is None:
         return None
     if type(value) is str and len(value) <= MAX_ID_LENGTH and value.isascii():
-        return value.strip() or None  # the common case: a short ASCII id
+        # the common case: a short ASCII id. Interned: a record lives as long as its trace
+        # is open, and the same few ids recur in every span (one copy, not one per span).
+        return _intern(value.strip()) or None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidSpan("invalid_attribute", f"{field} must be a string, got {value!r:.60}")
     if not isinstance(value, str) and value.bit_length() > _MAX_ID_BITS:
@@ -228,7 +232,7 @@ def _ident(found: Mapping, field: str) -> str | None:
         except UnicodeEncodeError:
             raise InvalidSpan("invalid_attribute", f"{field} is not valid UTF-8 (a lone "
                               f"surrogate): {value!r:.60}") from None
-    return value or None
+    return _intern(value) if value else None
 
 
 def _ttft_ns(found: Mapping) -> int | None:
@@ -387,6 +391,7 @@ def normalize(
     error: bool = False,
     duration_ns: int | None = None,
     name: str | None = None,
+    end_ns: int | None = None,
 ) -> SpanRecord:
     """Read one span into a :class:`SpanRecord`.
 
@@ -402,7 +407,8 @@ def normalize(
     """
     try:
         return _from_fields(
-            scan(attributes) if attributes else {}, resource_attributes, error, duration_ns, name
+            scan(attributes) if attributes else {}, resource_attributes, error, duration_ns, name,
+            end_ns,
         )
     except InvalidSpan:
         raise
@@ -417,13 +423,14 @@ def from_fields(
     error: bool = False,
     duration_ns: int | None = None,
     name: str | None = None,
+    end_ns: int | None = None,
 ) -> SpanRecord:
     """:func:`normalize` for attributes already read by :func:`scan` (read them once).
 
     Raises only :class:`InvalidSpan`, as :func:`normalize`.
     """
     try:
-        return _from_fields(found, resource_attributes, error, duration_ns, name)
+        return _from_fields(found, resource_attributes, error, duration_ns, name, end_ns)
     except InvalidSpan:
         raise
     except Exception as exc:
@@ -433,7 +440,8 @@ def from_fields(
 _EMPTY = SpanRecord()  # a span that names nothing we read (most spans of an application)
 
 
-def _from_fields(found, resource_attributes, error, duration_ns, name) -> SpanRecord:
+def _from_fields(found, resource_attributes, error, duration_ns, name, end_ns=None
+                 ) -> SpanRecord:
     res_caller = res_tenant = None
     if resource_attributes:
         res_caller, res_tenant, res = _scan_resource(resource_attributes)
@@ -441,10 +449,10 @@ def _from_fields(found, resource_attributes, error, duration_ns, name) -> SpanRe
             found = {**res, **found}
     if not found and res_caller is None and res_tenant is None:
         return _EMPTY  # context only: neither counted nor carrying a caller or tenant
-    return _record(found, res_caller, res_tenant, error, duration_ns, name)
+    return _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns)
 
 
-def _record(found, res_caller, res_tenant, error, duration_ns, name) -> SpanRecord:
+def _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns) -> SpanRecord:
     kind = kind_of(found)
     caller = (_ident(found, "caller") if "caller" in found else None)
     tenant = (_ident(found, "tenant") if "tenant" in found else _metadata_tenant(found))
@@ -482,6 +490,7 @@ def _record(found, res_caller, res_tenant, error, duration_ns, name) -> SpanReco
             duration_ns=duration_ns,
             time_to_first_token_ns=_ttft_ns(found) if ("ttft_s" in found or "ttft_ms" in found)
             else None,
+            end_ns=end_ns,
         )
     agent_id = workflow_id = None
     if kind == AGENT:

@@ -23,6 +23,7 @@ from otel_processor.ledger import (
     unattributed_increments,
     usage_increments,
 )
+from otel_processor.periods import PeriodSink
 from otel_processor.prices import PriceCatalog
 
 __all__ = ["LINK", "NO_AGENT", "effects_of", "read_span"]
@@ -57,7 +58,7 @@ def read_span(
         duration = max(0, end_ns - start_ns)
     # normalize raises nothing but InvalidSpan, whatever the data (conventions.py)
     return normalize(attributes, resource_attributes, error=error, duration_ns=duration,
-                     name=name)
+                     name=name, end_ns=end_ns)
 
 
 def effects_of(
@@ -66,6 +67,7 @@ def effects_of(
     directory: Directory,
     prices: PriceCatalog,
     usage: TraceUsage | None = None,
+    periods: PeriodSink | None = None,
 ) -> tuple[list[Increment], AgentUser | None]:
     """A counted span with its ancestors (nearest first) as ledger increments, and the
     (owner, agent, caller) it makes known to ``llm_agent_users``.
@@ -73,7 +75,8 @@ def effects_of(
     ``usage`` is the span's trace's (``Ready.usage``): an attributed model call is charged to
     it, and the call that first takes the trace over a runaway limit adds one
     ``llm_runaway_traces{tenant, agent}`` (its billing tenant, its outermost agent or
-    :data:`NO_AGENT`). Unattributed calls are not charged.
+    :data:`NO_AGENT`). Unattributed calls are not charged. An attributed call is also
+    added to ``periods``, in the calendar periods of its end (``periods.py``).
     """
     if record.kind == MODEL:
         event = attribute_usage(record, ancestors, directory, prices)
@@ -81,6 +84,8 @@ def effects_of(
             out = usage_increments(event)
             if usage is not None and usage.charge(event.input_tokens + event.output_tokens):
                 out.append((_RUNAWAY, (event.tenant, event.agent or NO_AGENT), 1))
+            if periods is not None:
+                periods.add(event, record.end_ns)
             return out, None
         return unattributed_increments(event), None
     heat = heat_event(record, ancestors, directory)

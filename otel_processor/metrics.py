@@ -116,6 +116,46 @@ SERIES_OVERFLOW = Family(
     "llm_exporter_series_overflow", "counter", ("metric",),
     "Increments folded into the __overflow__ series because a metric hit its series cap.")
 
+# Calendar periods and budgets (gauges, from the runtime's period rows: periods.py,
+# budgets.py). ``period``: today, yesterday, month, last_month in the tenant's timezone.
+PERIOD_TOKENS = Family(
+    "llm_period_tokens", "gauge", ("tenant", "period", _T),
+    "Tokens of the tenant's members in a calendar period of the tenant's timezone.")
+PERIOD_COST = Family(
+    "llm_period_cost_usd", "gauge", ("tenant", "period"),
+    "Cost in USD of the tenant's members in a calendar period (priced tokens only).")
+PERIOD_UNPRICED = Family(
+    "llm_period_unpriced_tokens", "gauge", ("tenant", "period"),
+    "Tokens of the period with no price (not in llm_period_cost_usd).")
+PERIOD_START = Family(
+    "llm_period_start_timestamp_seconds", "gauge", ("tenant", "period"),
+    "Unix time the calendar period starts, in the tenant's timezone.")
+PERIOD_END = Family(
+    "llm_period_end_timestamp_seconds", "gauge", ("tenant", "period"),
+    "Unix time the calendar period ends (the next one's start).")
+_B = ("tenant", "scope", "id")
+BUDGET_LIMIT_TOKENS = Family(
+    "llm_budget_limit_tokens", "gauge", _B,
+    "Monthly token limit of a budget (scope tenant, member or agent).")
+BUDGET_LIMIT_USD = Family(
+    "llm_budget_limit_usd", "gauge", _B, "Monthly USD limit of a budget.")
+BUDGET_USED_TOKENS = Family(
+    "llm_budget_used_tokens", "gauge", _B,
+    "Input + output tokens of the budget's scope this calendar month.")
+BUDGET_USED_USD = Family(
+    "llm_budget_used_usd", "gauge", _B, "Cost in USD of the budget's scope this month.")
+BUDGET_RATIO = Family(
+    "llm_budget_ratio", "gauge", _B,
+    "Used / limit this month, the larger of tokens and USD (1 = the budget is spent).")
+BUDGET_THRESHOLD = Family(
+    "llm_budget_threshold_ratio", "gauge", (*_B, "state"),
+    "The budget's thresholds as ratios, by the state they start (warning, throttle, "
+    "exhausted).")
+PERIOD_GAUGES = (PERIOD_TOKENS, PERIOD_COST, PERIOD_UNPRICED, PERIOD_START, PERIOD_END)
+BUDGET_GAUGES = (BUDGET_LIMIT_TOKENS, BUDGET_LIMIT_USD, BUDGET_USED_TOKENS, BUDGET_USED_USD,
+                 BUDGET_RATIO, BUDGET_THRESHOLD)
+
+
 @dataclass(frozen=True, slots=True)
 class Histogram:
     """A histogram kept in the ledger as two counters: observations per bucket (label

@@ -39,11 +39,13 @@ from otel_processor.assembly import (
     Closed,
     check_runaway_limits,
 )
+from otel_processor.budgets import Budgets, load_budgets
 from otel_processor.collector import Health, TokenCollector
 from otel_processor.directory import Directory
 from otel_processor.directory_source import DEFAULT_REFRESH_INTERVAL, DirectorySource
 from otel_processor.engine import LINK, effects_of, read_span
 from otel_processor.ledger import Increment, Ledger
+from otel_processor.periods import Periods, PeriodSink, add_amounts, earliest_kept
 from otel_processor.prices import PriceCatalog
 from otel_processor.prices_source import load_prices
 
@@ -94,6 +96,10 @@ class TokenAttributionProcessor(SpanProcessor):
             ``llm_runaway_traces_total{tenant, agent}``; 0 turns a limit off.
         state_dir: keep the counters in the service's durable store in this directory, so
             they survive a restart of the host process (one process per directory).
+        budgets: monthly budgets and each tenant's timezone: a budgets file
+            (docs/budgets.md) or a :class:`~otel_processor.budgets.Budgets`; ``None``: no
+            budgets, calendar periods in UTC.
+        wall_clock: unix seconds now (which day is today for the calendar periods).
         search_contact_fields: put email, mis id and phone into ``llm_member_info``'s
             ``search`` label (off by default: they are personal data).
     """
@@ -115,7 +121,9 @@ class TokenAttributionProcessor(SpanProcessor):
         runaway_max_tokens: int = DEFAULT_RUNAWAY_MAX_TOKENS,
         ledger: Ledger | None = None,
         state_dir: str | os.PathLike | None = None,
+        budgets: str | os.PathLike | Budgets | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         for name, value in (("max_queue_size", max_queue_size),
                             ("max_open_spans", max_open_spans),
@@ -126,14 +134,18 @@ class TokenAttributionProcessor(SpanProcessor):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         check_runaway_limits(runaway_max_calls, runaway_max_tokens)
+        self.budgets = budgets if isinstance(budgets, Budgets) else load_budgets(budgets)
+        self._wall_clock = wall_clock
+        self.periods = Periods(self.budgets.calendar)
         self.ledger = ledger or Ledger()
         self._store = None  # opened first: a second process on the directory is refused
         if state_dir is not None:
             from exporter.store import Store  # the service's durable ledger, same schema
 
             self._store = Store(state_dir)
-            loaded = self._store.load()
+            loaded = self._store.load(earliest_kept(wall_clock()))
             self.ledger.load(loaded.totals, loaded.agent_users)
+            self.periods.load(loaded.periods)
         if isinstance(directory, DirectorySource):
             self._directory = directory
         else:
@@ -161,6 +173,9 @@ class TokenAttributionProcessor(SpanProcessor):
             lambda: self._directory.current,
             health=health,
             search_contact_fields=search_contact_fields,
+            periods=self.periods,
+            budgets=self.budgets,
+            clock=wall_clock,
         )
         self.registry.register(self._collector)
         if hasattr(os, "register_at_fork"):
@@ -180,6 +195,8 @@ class TokenAttributionProcessor(SpanProcessor):
         # increments and users planned but not yet committed (a failing store); worker only
         self._unsaved: dict[tuple[str, tuple[str, ...]], int] = {}
         self._unsaved_users: dict[tuple[str, str, str], None] = {}
+        self._unsaved_periods: dict[tuple[str, str, str, str], list[int]] = {}
+        self._last_prune = 0.0  # wall clock of the last prune of the periods in memory
         self._stopping = False
         self._worker = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
         self._worker.start()
@@ -257,6 +274,7 @@ class TokenAttributionProcessor(SpanProcessor):
         flushes: list[_Flush] = []
         received = 0
         now = self._clock()
+        sink = PeriodSink(self.periods.calendar, self._wall_clock())
         while queue:
             item = popleft()
             kind = type(item)
@@ -270,16 +288,20 @@ class TokenAttributionProcessor(SpanProcessor):
             received += 1
             trace_id = self._ended(item, assembler, increments, now)
             if trace_id is not None and assembler.finished(trace_id):
-                self._attribute(assembler.close(trace_id), directory, prices, increments, users)
+                self._attribute(assembler.close(trace_id), directory, prices, increments, users,
+                                sink)
         closed = assembler.close_over_capacity() + assembler.close_idle(now)
         if final:
             closed += list(assembler.close_all())
         for c in closed:
-            self._attribute(c, directory, prices, increments, users)
+            self._attribute(c, directory, prices, increments, users, sink)
         if received:
             increments.append((m.SPANS_RECEIVED.name, _TRANSPORT, received))
         increments += self._take_drops()
-        self._commit(increments, users)
+        self._commit(increments, users, sink.rows)
+        if sink.now - self._last_prune >= 60.0:
+            self._last_prune = sink.now
+            self.periods.prune(sink.now)
         for flush in flushes:
             flush.done.set()
 
@@ -330,13 +352,14 @@ class TokenAttributionProcessor(SpanProcessor):
         return trace_id
 
     @staticmethod
-    def _attribute(closed: Closed | None, directory, prices, increments, users) -> None:
+    def _attribute(closed: Closed | None, directory, prices, increments, users,
+                   sink: PeriodSink) -> None:
         if closed is None:
             return
         for ready in closed.leftovers:
             try:
                 found, user = effects_of(ready.record, ready.ancestors, directory, prices,
-                                         ready.usage)
+                                         ready.usage, sink)
             except Exception:
                 logger.exception("llm-token-exporter: attribution failed for one span")
                 increments.append((m.SPANS_REJECTED.name, ("internal_error",), 1))
@@ -346,30 +369,40 @@ class TokenAttributionProcessor(SpanProcessor):
                 users.append(user)
         increments.append((m.TRACES_FLUSHED.name, (closed.reason,), 1))
 
-    def _commit(self, increments: list[Increment], users: list[tuple[str, str, str]]) -> None:
+    def _commit(self, increments: list[Increment], users: list[tuple[str, str, str]],
+                periods: dict | None = None) -> None:
         """Plan, commit (with a store), then apply: what /metrics shows never goes down."""
         if self._store is None:
             if increments or users:
                 self.ledger.add(increments, users)
+            if periods:
+                self.periods.apply(self.periods.plan(periods))
             return
         unsaved, unsaved_users = self._unsaved, self._unsaved_users
         for name, key, amount in increments:
             unsaved[(name, key)] = unsaved.get((name, key), 0) + amount
         for user in users:
             unsaved_users[user] = None
-        if not unsaved and not unsaved_users:
+        unsaved_periods = self._unsaved_periods
+        for key, amounts in (periods or {}).items():
+            add_amounts(unsaved_periods, key, amounts)
+        if not unsaved and not unsaved_users and not unsaved_periods:
             return
         from exporter.store import Batch
 
         plan = self.ledger.plan([(n, k, a) for (n, k), a in unsaved.items()], unsaved_users)
+        rows = self.periods.plan(unsaved_periods)
         try:
-            self._store.commit(Batch(increments=plan.increments, agent_users=plan.agent_users))
+            self._store.commit(Batch(increments=plan.increments, agent_users=plan.agent_users,
+                                     periods=rows))
         except Exception:  # kept, aggregated by series (bounded), for the next drain
             logger.exception("llm-token-exporter: counters not saved; retrying")
             return
         self.ledger.apply(plan)
+        self.periods.apply(rows)
         unsaved.clear()
         unsaved_users.clear()
+        unsaved_periods.clear()
         try:  # journalled already: a failed checkpoint loses nothing, the next one retries
             if self._store.checkpoint_due():
                 self._store.checkpoint()
@@ -408,6 +441,7 @@ class TokenAttributionProcessor(SpanProcessor):
         if self._shutdown:
             return
         self.ledger._after_fork()
+        self.periods._after_fork()
         if self._store is not None:
             self._store = None
             logger.warning("llm-token-exporter: forked child counts in memory only; give "

@@ -23,7 +23,9 @@ A ``--config`` file is a YAML mapping of those keys; flags override it. Standard
 PyYAML (a dependency of the project) only. The output is checked by parsing it back: a
 rendering that YAML would read differently from the rules written here is an error.
 ``tests/test_rules_generator.py`` fails when the committed files differ from the defaults'
-rendering; ``promtool test rules prometheus/tests/*.yml`` tests what the rules mean.
+rendering; ``promtool test rules prometheus/tests/*.yml`` tests what the rules mean. The
+Kubernetes copies (deploy/kubernetes/components/prometheus-operator/rules/) are made from the
+committed files by ``python deploy/kubernetes/sync_dashboards.py``: run it after this script.
 """
 
 from __future__ import annotations
@@ -132,6 +134,16 @@ def _alert(
     )
 
 
+def _per_limit(template: str) -> str:
+    """``template`` for each kind of budget limit, ``KIND`` replaced by ``tokens`` and ``usd``,
+    the result labelled ``limit="tokens"`` or ``limit="usd"``."""
+    return "\n".join(
+        ("or\n" if kind == "usd" else "")
+        + f'label_replace(\n  {template.replace("KIND", kind)}, "limit", "{kind}", "", ""\n)'
+        for kind in ("tokens", "usd")
+    )
+
+
 def recording_rules(config: Config) -> RuleFile:
     """The recording rules; they read only the exporter's series, in any job."""
     del config  # no setting applies to them
@@ -217,7 +229,96 @@ def recording_rules(config: Config) -> RuleFile:
             record="tenant:llm_cost_usd:rate1h",
             expr="sum by (tenant) (rate(llm_model_cost_usd_total[1h]))",
         ),
+        Rule(
+            gap=True,
+            comment="""
+                A tenant's USD per second over 5 minutes, and its mean and standard deviation
+                over the last day, sampled every evaluation: CostSpike's z-score (TokenSpike's,
+                on cost).
+            """,
+            record="tenant:llm_cost_usd:rate5m",
+            expr="sum by (tenant) (rate(llm_model_cost_usd_total[5m]))",
+        ),
+        Rule(
+            record="tenant:llm_cost_usd:avg_over_time_1d_rate5m",
+            expr="avg_over_time(tenant:llm_cost_usd:rate5m[1d])",
+        ),
+        Rule(
+            record="tenant:llm_cost_usd:stddev_over_time_1d_rate5m",
+            expr="stddev_over_time(tenant:llm_cost_usd:rate5m[1d])",
+        ),
     ])
+    budget = Group(
+        "llm-token-exporter.budget.rules",
+        comment="""
+            Budgets (one per tenant, member or agent with a limit: labels tenant, scope, id), for
+            the Budget* alerts, over every exporter: each exporter keeps its own ledger and
+            exposes the part of a budget's use it has seen (architecture.md "Beyond one
+            machine"), so the use is summed over `instance` and the ratio is taken here, not read
+            from llm_budget_ratio (one exporter's share; the same number with one exporter). The
+            limits and thresholds are configuration, the same on every exporter: max, not sum.
+            `limit` is "tokens" or "usd": a budget has a series per limit it sets.
+        """,  # noqa: E501 (as the comment is laid out in the YAML)
+        rules=[
+            Rule(
+                comment="This calendar month's use (in the tenant's timezone), and the limit.",
+                record="tenant_scope_id_limit:llm_budget_used:sum",
+                expr=_per_limit("sum by (tenant, scope, id) (llm_budget_used_KIND)"),
+            ),
+            Rule(
+                record="tenant_scope_id_limit:llm_budget_limit:max",
+                expr=_per_limit("max by (tenant, scope, id) (llm_budget_limit_KIND)"),
+            ),
+            Rule(
+                comment="""
+                    Used / limit, the larger of the two limits (llm_budget_ratio, over every
+                    exporter): BudgetWarning, BudgetCritical, BudgetExhausted.
+                """,
+                record="tenant_scope_id:llm_budget_used_per_limit:max_ratio",
+                expr="""
+                    max by (tenant, scope, id) (
+                        tenant_scope_id_limit:llm_budget_used:sum
+                      /
+                        tenant_scope_id_limit:llm_budget_limit:max
+                    )
+                """,
+            ),
+            Rule(
+                gap=True,
+                comment="""
+                    The even pace: the limit spread over this month's length in seconds (28 to 31
+                    days, from the tenant's own month). A burn rate is the use's rate over it: 1
+                    uses the limit up exactly at the end of the month.
+                """,
+                record="tenant_scope_id_limit:llm_budget_limit:per_second_of_month",
+                expr="""
+                    tenant_scope_id_limit:llm_budget_limit:max
+                      / on (tenant) group_left ()
+                    max by (tenant) (
+                        llm_period_end_timestamp_seconds{period="month"}
+                      - llm_period_start_timestamp_seconds{period="month"}
+                    )
+                """,
+            ),
+            Rule(
+                gap=True,
+                comment="""
+                    The use per second over the burn-rate windows (5m, 30m, 1h, 6h) and
+                    MonthEndOverBudget's day. The use drops to 0 when a month begins, and rate()
+                    takes that for a counter reset: a window across it still measures the
+                    spending in it.
+                """,
+                record="tenant_scope_id_limit:llm_budget_used:rate5m",
+                expr=_per_limit("sum by (tenant, scope, id) (rate(llm_budget_used_KIND[5m]))"),
+            ),
+            *(Rule(
+                record=f"tenant_scope_id_limit:llm_budget_used:rate{window}",
+                expr=_per_limit(
+                    f"sum by (tenant, scope, id) (rate(llm_budget_used_KIND[{window}]))"
+                ),
+            ) for window in ("30m", "1h", "6h", "1d")),
+        ],
+    )
     attribution = Group("llm-token-exporter.attribution.rules", [
         Rule(
             comment="Tokens no tenant pays for, by reason (no_caller, not_member, "
@@ -267,7 +368,7 @@ def recording_rules(config: Config) -> RuleFile:
             Exact sums need every exporter: each instance has its own ledger (architecture.md "Beyond
             one machine"), so every rule sums over `instance`.
         """,  # noqa: E501 (as the comment is laid out in the YAML)
-        groups=[tokens, baseline, cost, attribution],
+        groups=[tokens, baseline, cost, budget, attribution],
     )
 
 
@@ -315,6 +416,45 @@ def alerting_rules(config: Config) -> RuleFile:
             """,  # noqa: E501 (a template line is one line)
         ),
         _alert(
+            c, "CostSpike",
+            comment="""
+                TokenSpike on cost: a tenant's USD per hour far above its usual cost for this
+                hour, all three at once:
+                  3   x the same 5 minutes one week ago (weekly seasonality);
+                  3   standard deviations above its mean over the last day (z-score);
+                  5   USD an hour absolute floor (120 USD a day), so a small tenant going from
+                      0.50 to 5 USD an hour does not page.
+                It also catches what TokenSpike cannot: the same tokens moved to a dearer model.
+                A tenant with no data one week ago does not fire; __overflow__ is not a tenant.
+                The value is USD per hour (3600 x the rate per second).
+            """,
+            expr="""
+                (
+                    3600 * tenant:llm_cost_usd:rate5m{tenant!="__overflow__"}
+                  > 3 * 3600 * (tenant:llm_cost_usd:rate5m offset 1w)
+                )
+                and
+                (
+                    (tenant:llm_cost_usd:rate5m - tenant:llm_cost_usd:avg_over_time_1d_rate5m)
+                  / tenant:llm_cost_usd:stddev_over_time_1d_rate5m
+                  > 3
+                )
+                and
+                tenant:llm_cost_usd:rate5m * 3600 > 5
+            """,
+            for_="15m", severity="warning",
+            summary="Tenant {{ $labels.tenant }} is spending money far faster than usual.",
+            description="""
+                Tenant {{ $labels.tenant }} spends {{ $value | humanize }} USD an hour (5-minute
+                rate), more than 3 times the
+                {{ with printf "3600 * tenant:llm_cost_usd:rate5m{tenant='%s'} offset 1w" $labels.tenant | query }}{{ . | first | value | humanize }}{{ end }}
+                USD an hour of the same time last week and more than 3 standard deviations above
+                its 1-day average of
+                {{ with printf "3600 * tenant:llm_cost_usd:avg_over_time_1d_rate5m{tenant='%s'}" $labels.tenant | query }}{{ . | first | value | humanize }}{{ end }}
+                USD an hour, for 15 minutes.
+            """,  # noqa: E501 (a template line is one line)
+        ),
+        _alert(
             c, "RunawayAgent",
             comment="""
                 The loop pattern (seeds/004: "an agent in a loop can burn through hundreds of
@@ -355,6 +495,245 @@ def alerting_rules(config: Config) -> RuleFile:
                 tokens/s (the alert fires above 10 times that and 100 tokens/s, or above 1000
                 tokens/s for an agent first seen less than a week ago).
             """,  # noqa: E501 (a template line is one line)
+        ),
+        _alert(
+            c, "RunawayTrace",
+            comment="""
+                Any trace that went over a runaway limit in the last 15 minutes: more attributed
+                model calls (runaway_max_calls, 50 by default) or tokens (runaway_max_tokens,
+                200 000) in one trace than a turn needs, counted once per trace by the exporter
+                under the tenant and outermost agent of the call that went over (`none`: outside
+                any agent). One trace is enough: the exporter's limits are the threshold. No
+                `for`: the count is already the event. The second branch catches the first
+                runaway of a tenant and agent, whose series appears already at 1 (as in
+                UnpricedModel).
+            """,
+            expr="""
+                sum by (tenant, agent) (increase(llm_runaway_traces_total[15m])) > 0
+                or
+                sum by (tenant, agent) (
+                    llm_runaway_traces_total
+                  unless
+                    llm_runaway_traces_total offset 15m
+                ) > 0
+            """,
+            for_="0m", severity="warning",
+            summary="A trace {{ if eq $labels.agent \"none\" }}outside any agent{{ else }}of agent "
+                    "{{ $labels.agent }}{{ end }} went over the runaway limits (tenant "
+                    "{{ $labels.tenant }}).",
+            description="""
+                In the last 15 minutes, {{ $value | humanize }} trace(s) of tenant
+                {{ $labels.tenant }}
+                {{ if eq $labels.agent "none" }}outside any agent{{ else }}under agent {{ $labels.agent }}{{ end }}
+                went over a runaway limit: more model calls (runaway_max_calls, 50 by default) or
+                more tokens (runaway_max_tokens, 200 000 by default) in one trace than a turn
+                needs. It may be a loop.
+            """,  # noqa: E501 (a template line is one line)
+        ),
+    ])
+    # Whose budget: "tenant acme", "member alice in tenant acme", "agent support-bot in ...".
+    who = ('{{ $labels.scope }} {{ $labels.id }}{{ if ne $labels.scope "tenant" }} in tenant '
+           '{{ $labels.tenant }}{{ end }}')
+    unit = '{{ if eq $labels.limit "usd" }}USD{{ else }}tokens{{ end }}'
+    kind = '{{ if eq $labels.limit "usd" }}USD{{ else }}token{{ end }}'
+
+    def threshold(state: str) -> str:
+        return (
+            '{{ with printf "max(llm_budget_threshold_ratio{tenant=\'%s\',scope=\'%s\','
+            f"id='%s',state='{state}'}})\" $labels.tenant $labels.scope $labels.id | query }}}}"
+            "{{ . | first | value | humanizePercentage }}{{ end }}"
+        )
+
+    def budget_value(series: str, factor: str = "") -> str:
+        return (
+            f'{{{{ with printf "{factor}{series}{{tenant=\'%s\',scope=\'%s\',id=\'%s\','
+            "limit='%s'}\" $labels.tenant $labels.scope $labels.id $labels.limit | query }}"
+            "{{ . | first | value | humanize }}{{ end }}"
+        )
+
+    def reached(state: str) -> str:
+        return f"""
+            (
+                tenant_scope_id:llm_budget_used_per_limit:max_ratio
+              >= on (tenant, scope, id)
+                max by (tenant, scope, id) (llm_budget_threshold_ratio{{state="{state}"}})
+            )
+        """
+
+    def _join(*parts: str) -> str:
+        return "\n".join("\n".join(_lines(part)) for part in parts)
+
+    budgets = Group("llm-token-exporter.budget.alerts", [
+        _alert(
+            c, "BudgetWarning",
+            comment="""
+                A budget's use this month (the larger of used/limit over its token and USD
+                limits, all exporters summed) is at or over its own warning threshold
+                (llm_budget_threshold_ratio{state="warning"}, 0.5 by default, per budget), and
+                under its throttle threshold: of BudgetWarning, BudgetCritical and
+                BudgetExhausted exactly the highest reached fires (`unless`), so no
+                Alertmanager inhibition is needed. The use drops to 0 when the tenant's month
+                begins, and the alert resolves.
+            """,
+            expr=_join(reached("warning"), "unless on (tenant, scope, id)", reached("throttle")),
+            for_="5m", severity="warning",
+            summary=f"The budget of {who} is over its warning threshold.",
+            description=f"""
+                The monthly budget of {who} is {{{{ $value | humanizePercentage }}}} used (the
+                larger of its token and USD shares, over every exporter), at or over its
+                warning threshold of
+                {threshold("warning")}
+                and under its throttle threshold of
+                {threshold("throttle")}.
+            """,
+        ),
+        _alert(
+            c, "BudgetCritical",
+            comment="""
+                At or over the budget's throttle threshold (0.8 by default) and under its
+                exhausted threshold: critical, the budget is close to being used up.
+            """,
+            expr=_join(reached("throttle"), "unless on (tenant, scope, id)", reached("exhausted")),
+            for_="5m", severity="critical",
+            summary=f"The budget of {who} is over its throttle threshold.",
+            description=f"""
+                The monthly budget of {who} is {{{{ $value | humanizePercentage }}}} used (the
+                larger of its token and USD shares, over every exporter), at or over its
+                throttle threshold of
+                {threshold("throttle")}
+                and under its exhausted threshold of
+                {threshold("exhausted")}.
+            """,
+        ),
+        _alert(
+            c, "BudgetExhausted",
+            comment="""
+                At or over the budget's exhausted threshold (1.0 by default): the month's budget
+                is used up, and everything spent from now on is over it.
+            """,
+            expr=reached("exhausted"),
+            for_="5m", severity="critical",
+            summary=f"The budget of {who} is exhausted.",
+            description=f"""
+                The monthly budget of {who} is {{{{ $value | humanizePercentage }}}} used (the
+                larger of its token and USD shares, over every exporter), at or over its
+                exhausted threshold of
+                {threshold("exhausted")}:
+                what it spends until the end of the month is over budget.
+            """,
+        ),
+        _alert(
+            c, "BudgetBurnRateFast",
+            comment="""
+                Multi-window, multi-burn-rate (Google SRE workbook, "Alerting on SLOs"), on a
+                monthly budget: the burn rate is the use's rate over the even pace (limit / the
+                month's seconds); at 1 the limit is used up exactly at the end of the month.
+                Page at 14.4: 2 % of a 30-day month's limit in 1 hour (1.9 % of a 31-day one,
+                2.1 % of February), the whole limit in about 2 days; over the last hour and
+                confirmed over the last 5 minutes (1/12 of it), so it resolves minutes after the
+                burn stops. For tokens and USD limits (label `limit`), every scope. Not for a
+                budget already exhausted: BudgetExhausted has paged for it.
+            """,
+            expr=_join("""
+                (
+                    tenant_scope_id_limit:llm_budget_used:rate1h
+                  / tenant_scope_id_limit:llm_budget_limit:per_second_of_month
+                  > 14.4
+                )
+                and
+                (
+                    tenant_scope_id_limit:llm_budget_used:rate5m
+                  / tenant_scope_id_limit:llm_budget_limit:per_second_of_month
+                  > 14.4
+                )
+                unless on (tenant, scope, id)
+            """, reached("exhausted")),
+            for_="2m", severity="critical",
+            summary=f"The {kind} budget of {who} is burning fast.",
+            description=f"""
+                The {kind} budget of {who} is being used {{{{ $value | printf "%.1f" }}}} times as
+                fast as the pace that uses it up at the end of the month, over the last hour and
+                the last 5 minutes (threshold 14.4: 2 % of a 30-day month's limit an hour):
+                {budget_value("tenant_scope_id_limit:llm_budget_used:rate1h", "3600 * ")}
+                {unit} in the last hour, of a limit of
+                {budget_value("tenant_scope_id_limit:llm_budget_limit:max")}
+                {unit} for the month.
+            """,
+        ),
+        _alert(
+            c, "BudgetBurnRateSlow",
+            comment="""
+                The ticket tier: burn rate over 6, 5 % of a 30-day month's limit in 6 hours (the
+                whole limit in 5 days), over the last 6 hours and confirmed over the last 30
+                minutes. A burn just over 1 (over budget by the month's end, but slowly) is
+                MonthEndOverBudget's.
+            """,
+            expr=_join("""
+                (
+                    tenant_scope_id_limit:llm_budget_used:rate6h
+                  / tenant_scope_id_limit:llm_budget_limit:per_second_of_month
+                  > 6
+                )
+                and
+                (
+                    tenant_scope_id_limit:llm_budget_used:rate30m
+                  / tenant_scope_id_limit:llm_budget_limit:per_second_of_month
+                  > 6
+                )
+                unless on (tenant, scope, id)
+            """, reached("exhausted")),
+            for_="15m", severity="warning",
+            summary=f"The {kind} budget of {who} is burning faster than it can last.",
+            description=f"""
+                The {kind} budget of {who} is being used {{{{ $value | printf "%.1f" }}}} times as
+                fast as the pace that uses it up at the end of the month, over the last 6 hours
+                and the last 30 minutes (threshold 6: 5 % of a 30-day month's limit in 6 hours):
+                {budget_value("tenant_scope_id_limit:llm_budget_used:rate6h", "21600 * ")}
+                {unit} in the last 6 hours, of a limit of
+                {budget_value("tenant_scope_id_limit:llm_budget_limit:max")}
+                {unit} for the month.
+            """,
+        ),
+        _alert(
+            c, "MonthEndOverBudget",
+            comment="""
+                The month-end forecast: this month's use plus the last day's pace times the
+                seconds left until the tenant's month ends (llm_period_end_timestamp_seconds,
+                in the tenant's timezone), over the limit, while the use is still under it
+                (then BudgetExhausted's). Not predict_linear(): its horizon is one scalar, and
+                each tenant's month ends at its own instant. Not deriv(): a least-squares slope
+                through the drop to 0 at the month's start is meaningless; rate() is
+                reset-aware, and on a use that only grows it is the slope through the window's
+                ends. A day, not hours, so that a busy morning is not projected onto a month.
+                Not before the month is a day old: until then the day's pace is partly last
+                month's, and the month's few hours too little to judge.
+            """,
+            expr="""
+                (
+                    tenant_scope_id_limit:llm_budget_used:sum
+                  +
+                    tenant_scope_id_limit:llm_budget_used:rate1d
+                  * on (tenant) group_left ()
+                    max by (tenant) (llm_period_end_timestamp_seconds{period="month"} - time())
+                )
+                > tenant_scope_id_limit:llm_budget_limit:max
+                and
+                tenant_scope_id_limit:llm_budget_used:sum < tenant_scope_id_limit:llm_budget_limit:max
+                and on (tenant)
+                max by (tenant) (time() - llm_period_start_timestamp_seconds{period="month"}) > 86400
+            """,  # noqa: E501
+            for_="1h", severity="warning",
+            summary=f"The {kind} budget of {who} will be over its limit by the end of the month.",
+            description=f"""
+                At the pace of the last day
+                ({budget_value("tenant_scope_id_limit:llm_budget_used:rate1d", "3600 * ")}
+                {unit} an hour), the {kind} budget of {who} reaches {{{{ $value | humanize }}}}
+                {unit} by the end of the month, over its limit of
+                {budget_value("tenant_scope_id_limit:llm_budget_limit:max")}
+                {unit}; it has used
+                {budget_value("tenant_scope_id_limit:llm_budget_used:sum")}
+                {unit} so far.
+            """,
         ),
     ])
     attribution = Group("llm-token-exporter.attribution.alerts", [
@@ -585,7 +964,7 @@ def alerting_rules(config: Config) -> RuleFile:
     return RuleFile(
         name="alerts.yml",
         header="""
-            Alerts of llm-token-exporter (the budget alerts come with budgets), and of the
+            Alerts of llm-token-exporter (spend, budgets, attribution, the pipeline), and of the
             OpenTelemetry Collector in front of it. Monitoring-mixin
             conventions: names <Thing><Condition>, a `for`, a `severity` (critical pages, warning
             goes to a queue), a `summary`, a `description` with the numbers, and a `runbook_url`
@@ -596,7 +975,7 @@ def alerting_rules(config: Config) -> RuleFile:
             prometheus/tests/ (promtool test rules). The series named tenant:..., tenant_agent:...
             and job:... come from recording.yml.
         """,
-        groups=[spend, attribution, pipeline],
+        groups=[spend, budgets, attribution, pipeline],
     )
 
 

@@ -79,8 +79,12 @@ class ServicePipeline(Pipeline):
     each span (one request per span, in end order) to a real server on 127.0.0.1, whose
     registry is read after the exporter's flush."""
 
-    def __init__(self, directory=WORKED_EXAMPLE_DIRECTORY, resource=None, **kwargs) -> None:
+    def __init__(self, directory=WORKED_EXAMPLE_DIRECTORY, resource=None, *, clock=None,
+                 state_dir=None, **kwargs) -> None:
+        """``clock``: the service's wall clock (``time.time`` when None); ``state_dir``: a
+        state directory to keep (a temporary one when None); ``kwargs``: config keys."""
         import tempfile
+        import time
 
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -90,10 +94,12 @@ class ServicePipeline(Pipeline):
 
         self._state = tempfile.TemporaryDirectory(prefix="llm-token-exporter-test-")
         overrides = {"listen": "127.0.0.1:0", "directory": str(directory),
-                     "state_dir": self._state.name, "sqlite_synchronous": "NORMAL",
-                     "log_level": "WARNING", **kwargs}
-        self.server = start_server(load_config(None, env={}, overrides=overrides))
+                     "state_dir": str(state_dir or self._state.name),
+                     "sqlite_synchronous": "NORMAL", "log_level": "WARNING", **kwargs}
+        self.server = start_server(load_config(None, env={}, overrides=overrides),
+                                   clock=clock or time.time)
         self.registry = self.server.service.registry
+        self.url = self.server.url
         self.provider = TracerProvider(
             resource=resource or Resource.create({}), id_generator=_SystemIds())
         self.provider.add_span_processor(

@@ -16,7 +16,7 @@ import yaml
 
 from otel_processor import ledger
 from otel_processor import metrics as m
-from otel_processor.assembly import MAX_DEPTH, Assembler
+from otel_processor.assembly import MAX_DEPTH, Assembler, context_of
 from otel_processor.attribution import (
     AGENT_INVOCATION,
     WORKFLOW_RUN,
@@ -302,6 +302,22 @@ def test_heat_and_unattributed_effects_are_the_plain_ones_with_the_cache_full(mo
     assert len(ledger._HEAT) <= 3
 
 
+def _contexts(chain):
+    return tuple(context_of(r) for r in chain)
+
+
+def test_a_context_keeps_every_field_attribution_reads_of_an_ancestor():
+    rng = random.Random(7)
+    for _ in range(200):
+        r = random_record(rng)
+        c = context_of(r)
+        for name in ("kind", "caller", "tenant", "resource_caller", "resource_tenant",
+                     "agent_id", "workflow_id", "chat_workflow"):
+            assert getattr(c, name) == getattr(r, name)
+        assert c.input_tokens == c.output_tokens == 0 and c.model is None
+        assert context_of(r) is c  # shared
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_assembly_hands_out_the_chains_a_plain_walk_finds_with_cycles_and_gaps(seed):
     """Random parent links (cycles, self-parents, missing parents, deep chains) in random
@@ -341,11 +357,13 @@ def test_assembly_hands_out_the_chains_a_plain_walk_finds_with_cycles_and_gaps(s
             if chain is not None:
                 del waiting[w]
                 expected.append((w, chain))
-        got = [(r.span_id, r.ancestors) for r in a.ready(trace)]
-        assert got == expected
+        # an ancestor handed out already is kept as its context (assembly.context_of): the
+        # fields attribution reads of an ancestor
+        got = [(r.span_id, _contexts(r.ancestors)) for r in a.ready(trace)]
+        assert got == [(w, _contexts(chain)) for w, chain in expected]
     closed = a.close(trace)
-    assert [(r.span_id, r.record, r.ancestors) for r in closed.leftovers] == [
-        (w, spans[w][1], plain_chain(spans, spans[w][0], complete_only=False))
+    assert [(r.span_id, r.record, _contexts(r.ancestors)) for r in closed.leftovers] == [
+        (w, spans[w][1], _contexts(plain_chain(spans, spans[w][0], complete_only=False)))
         for w in waiting
     ]
     assert a.open_spans == 0 and a.open_traces == 0

@@ -24,8 +24,9 @@ SPANS_PER_BATCH = 400
 
 # Commits batches of SPANS_PER_BATCH new spans (each trace left open, so every span reaches
 # the database at a checkpoint), their seen ids and a counter of batches; checkpoints only
-# when told. Prints "committed N" after each batch and "checkpoint N" / "done N" around
-# each checkpoint.
+# when told; each batch adds two calendar-period rows, one of 5 * 10**18 pico-USD (past 2**63
+# in two batches: the ledger carries). Prints "committed N" after each batch and
+# "checkpoint N" / "done N" around each checkpoint.
 _WRITER = """
 import sys
 from exporter.store import Batch, PendingSpan, Store
@@ -40,7 +41,10 @@ for _ in range(batches):
              for i in range(SPANS_PER_BATCH)]
     store.commit(Batch(new_spans=spans, seen=[(s.trace_id, s.span_id, float(n)) for s in spans],
                        increments=[("batches", (), 1), ("tokens", ("acme",), 3 * len(spans))],
-                       agent_users=[("acme", "bot", f"u{n}")]))
+                       agent_users=[("acme", "bot", f"u{n}")],
+                       periods=[("acme", "2026-12", "tenant", "acme", 3 * len(spans), 1,
+                                 5 * 10**18, 0, 1),
+                                ("acme", "2026-12-01", "tenant", "acme", 1, 0, 0, 2, 1)]))
     n += 1
     print("committed", n, flush=True)
     if every and (n - first) % every == 0:
@@ -99,7 +103,7 @@ def _check(state: Path, batches: int) -> None:
     """Exactly ``batches`` batches are in the ledger, whole."""
     store = Store(state)
     try:
-        loaded = store.load()
+        loaded = store.load(periods_since="")
         keys = [s.trace_id + s.span_id for s in loaded.pending]
         seen = store.seen_before(keys)
         count = store.seen_count()
@@ -111,6 +115,10 @@ def _check(state: Path, batches: int) -> None:
     assert [s.attributed for s in loaded.pending[:4]] == [True, False, True, False][:len(keys)]
     assert len(seen) == count == len(keys)
     assert loaded.agent_users == {("acme", "bot", f"u{n}") for n in range(batches)}
+    assert sorted(loaded.periods) == ([] if not batches else [
+        ("acme", "2026-12", "tenant", "acme", 3 * SPANS_PER_BATCH * batches, batches,
+         5 * 10**18 * batches, 0, batches),
+        ("acme", "2026-12-01", "tenant", "acme", batches, 0, 0, 2 * batches, batches)])
 
 
 def test_a_kill_during_a_checkpoint_loses_nothing_and_doubles_nothing(tmp_path):
