@@ -1,4 +1,4 @@
-"""The ``llm-token-exporter`` command: ``serve``, ``demo`` and ``check-config``.
+"""The ``llm-token-exporter`` command: ``serve``, ``demo``, ``check-config`` and ``report``.
 
 Exit codes: 0 success; 1 ``check-config`` found a problem in the directory or the price catalog;
 2 a usage or configuration error, or a failure to start (one line on stderr, no traceback). The
@@ -117,7 +117,35 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--directory", metavar="FILE_OR_URL", help="the tenant directory")
     check.add_argument("--prices", metavar="FILE", help="the price catalog")
     check.set_defaults(run=_check_config)
+
+    report = commands.add_parser(
+        "report",
+        help="a tenant's monthly report from the ledger",
+        description="Tokens, calls and cost of one tenant's calendar month (its timezone), "
+        "per model, agent, workflow and member, read from the state directory of `serve` "
+        "(also while it runs: read-only, calls not yet checkpointed included).",
+    )
+    report.add_argument("--config", metavar="FILE", help="YAML config file (as for serve)")
+    report.add_argument("--state-dir", metavar="DIR", help="the state directory of serve")
+    report.add_argument("--directory", metavar="FILE_OR_URL",
+                        help="the tenant directory, for names (default: the config's)")
+    report.add_argument("--tenant", metavar="ID", required=True, help="the tenant's id")
+    report.add_argument("--month", metavar="YYYY-MM", required=True, type=_month,
+                        help="the tenant's calendar month")
+    report.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                        help="table (costs to 6 decimals), csv or json (exact costs); "
+                        "default table")
+    report.set_defaults(run=_report)
     return parser
+
+
+def _month(text: str) -> str:
+    from exporter.report import check_month
+
+    try:
+        return check_month(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _overrides(args: argparse.Namespace, *keys: str) -> dict[str, object]:
@@ -243,6 +271,40 @@ def _check_config(args: argparse.Namespace) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return 1
     print("; ".join(found))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """The report on standard output; names from the directory (ids when it does not load,
+    said on standard error). An unknown tenant or a month without usage is an empty report
+    with a note; an unreadable state directory is one line and exit status 2."""
+    from exporter.report import FORMATTERS, ReportError, monthly_report
+    from otel_processor.directory import DirectoryError
+    from otel_processor.directory_source import load_directory
+
+    config = load_config(args.config, overrides=_overrides(args, "directory", "state_dir"))
+    state_dir = pathlib.Path(config.state_dir)
+    if not state_dir.is_dir():
+        return _fail("report", f"state_dir {config.state_dir!r}: not a directory")
+    try:
+        directory = load_directory(config.directory_source, timeout=config.directory_timeout)
+    except DirectoryError as exc:
+        print(f"{DISTRIBUTION} report: directory: {exc}; names are the ids", file=sys.stderr)
+        directory = None
+    timezone = None
+    if config.budgets:
+        from otel_processor.budgets import BudgetError, load_budgets
+
+        try:
+            timezone = load_budgets(config.budgets).calendar.timezone_name(args.tenant)
+        except BudgetError as exc:
+            print(f"{DISTRIBUTION} report: budgets: {exc}; timezone not shown", file=sys.stderr)
+    try:
+        report = monthly_report(state_dir, args.tenant, args.month, directory=directory,
+                                timezone=timezone)
+    except ReportError as exc:
+        return _fail("report", str(exc))
+    sys.stdout.write(FORMATTERS[args.format](report))
     return 0
 
 
