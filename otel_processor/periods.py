@@ -95,6 +95,7 @@ class Calendar:
         self._zones = {tenant: zone(name) for tenant, name in (timezones or {}).items()}
         self.names = {tenant: name for tenant, name in (timezones or {}).items()}
         self._days: dict[str, _Day] = {}  # tenant -> the day last asked for (a cache)
+        self._bounds: dict[str, dict] = {}  # tenant -> bounds of the day last asked for
 
     def zone_of(self, tenant: str) -> ZoneInfo:
         return self._zones.get(tenant, self._default)
@@ -116,13 +117,16 @@ class Calendar:
 
     def bounds(self, tenant: str, now: float) -> dict[str, tuple[str, float, float]]:
         """today, yesterday, month, last_month of ``tenant`` at ``now``: (period name as
-        stored, start, end) in unix seconds."""
+        stored, start, end) in unix seconds. Cached for the day (do not change the result)."""
+        cached = self._bounds.get(tenant)
+        if cached is not None and cached[TODAY][1] <= now < cached[TODAY][2]:
+            return cached
         tz = self.zone_of(tenant)
         today = datetime.fromtimestamp(now, timezone.utc).astimezone(tz).date()
         yesterday = today - timedelta(days=1)
         month = _month_start(today)
         last = _month_start(month - timedelta(days=1))
-        return {
+        bounds = {
             TODAY: (today.isoformat(), _midnight(tz, today),
                     _midnight(tz, today + timedelta(days=1))),
             YESTERDAY: (yesterday.isoformat(), _midnight(tz, yesterday), _midnight(tz, today)),
@@ -130,6 +134,10 @@ class Calendar:
                     _midnight(tz, _next_month(month))),
             LAST_MONTH: (last.isoformat()[:7], _midnight(tz, last), _midnight(tz, month)),
         }
+        if len(self._bounds) >= 4096:
+            self._bounds.clear()
+        self._bounds[tenant] = bounds  # dict set is atomic: writer, scrapes and the API
+        return bounds
 
 
 def counted_at(end_ns: int | None, now: float) -> float:
