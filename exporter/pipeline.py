@@ -321,7 +321,8 @@ class Pipeline:
         self._forget_seen(now, batch)
         plan = self.ledger.plan(increments, users)
         batch.increments, batch.agent_users = plan.increments, plan.agent_users
-        batch.periods = self.periods.plan(sink.rows) if sink.rows else []
+        rows = sink.rows
+        batch.periods = self.periods.plan(rows) if rows else []
         if (batch.new_spans or batch.dropped_traces or batch.increments or batch.attributed
                 or batch.agent_users or batch.prune_seen_before is not None or batch.periods):
             self._store.commit(batch)

@@ -151,25 +151,44 @@ def counted_at(end_ns: int | None, now: float) -> float:
 
 
 class PeriodSink:
-    """Collects the rows of one group of calls, summed by key (the runtime's writer)."""
+    """Collects the calls of one group (the runtime's writer): summed by label combination
+    as they come, expanded into rows once, by :attr:`rows`."""
 
-    __slots__ = ("calendar", "now", "rows")
+    __slots__ = ("calendar", "now", "_calls")
 
     def __init__(self, calendar: Calendar, now: float) -> None:
         self.calendar = calendar
         self.now = now  # wall-clock seconds
-        self.rows: dict[RowKey, list[int]] = {}
+        # (tenant, day, month, caller, agent, workflow, model) -> amounts
+        self._calls: dict[tuple, list[int]] = {}
 
     def add(self, event: UsageEvent, end_ns: int | None) -> None:
         tenant = event.tenant
         day = self.calendar.day_of(tenant, counted_at(end_ns, self.now))
-        month = day.month
+        combination = (tenant, day.day, day.month, event.caller, event.agent, event.workflow,
+                       event.model)
         tin, tout, cost = event.input_tokens, event.output_tokens, event.cost_pico
-        amounts = (tin, tout, 0, tin + tout, 1) if cost is None else (tin, tout, cost, 0, 1)
-        rows = self.rows
-        for key in _keys(tenant, day.day, month, event.caller, event.agent, event.workflow,
-                         event.model):
-            add_amounts(rows, key, amounts)
+        row = self._calls.get(combination)
+        if row is None:
+            self._calls[combination] = ([tin, tout, 0, tin + tout, 1] if cost is None
+                                        else [tin, tout, cost, 0, 1])
+        else:
+            row[INPUT] += tin
+            row[OUTPUT] += tout
+            if cost is None:
+                row[UNPRICED] += tin + tout
+            else:
+                row[COST] += cost
+            row[CALLS] += 1
+
+    @property
+    def rows(self) -> dict[RowKey, list[int]]:
+        """The group's rows, summed by key (built on each access: read it once)."""
+        out: dict[RowKey, list[int]] = {}
+        for combination, amounts in self._calls.items():
+            for key in _keys(*combination):
+                add_amounts(out, key, amounts)
+        return out
 
 
 def add_amounts(rows: dict, key: tuple, amounts) -> None:
