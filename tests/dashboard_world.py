@@ -37,16 +37,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.trace import Tracer
 
+from otel_processor.budgets import parse_budgets
 from tests.conftest import Pipeline
 from tests.dashboard_grafana import View
 from tests.prom import Prometheus, binary
 from tests.scenarios import agent, caller, chat, tool, worked_example, workflow
-
-DIRECTORY = Path(__file__).parent / "fixtures" / "dashboards" / "directory.yaml"
 
 DIRECTORY = Path(__file__).parent / "fixtures" / "dashboards" / "directory.yaml"
 
@@ -117,6 +118,7 @@ class Usage:
     agent: str | None = None
     workflow: str | None = None
     error: bool = False
+    service: str | None = None  # the nearest enclosing component (attribution.md)
 
     @property
     def tokens(self) -> int:
@@ -172,6 +174,17 @@ class Call:
     error: bool = False
     tenant: str | None = "initech"
     ttft: float | None = None  # a streamed call's time to first token, in seconds
+    under_tool: str | None = None  # a tool span between the agent (or workflow) and the call
+
+    @property
+    def service(self) -> str:
+        """The service split's service: the nearest enclosing component (no agent of the
+        world's directory is an assistant)."""
+        if self.under_tool:
+            return "tool"
+        if self.workflow:
+            return "workflow"
+        return "agent" if self.agent else "direct"
 
     def emit(self, tracer: Tracer) -> None:
         attrs = caller(self.caller, self.tenant) if self.caller else {"tenant.id": self.tenant}
@@ -184,6 +197,8 @@ class Call:
             if self.workflow:
                 stack.enter_context(workflow(tracer, self.workflow, **attrs))
                 attrs = {}
+            if self.under_tool:
+                stack.enter_context(tool(tracer, self.under_tool))
             extra = dict(attrs)
             if self.cache_read:
                 extra["gen_ai.usage.cache_read.input_tokens"] = self.cache_read
@@ -207,7 +222,7 @@ class Call:
         else:
             e.usage.append(Usage(self.at, self.tenant, self.caller, self.model, self.input,
                                  self.output, self.cache_read, self.agent, self.workflow,
-                                 self.error))
+                                 self.error, self.service))
 
 
 # The worked example, trace by trace (tests/scenarios.py writes all four at once).
@@ -233,20 +248,24 @@ def _trace4(t: Tracer) -> None:
 def _worked_example_expected(at: float, traces: tuple[int, ...], e: Expected) -> None:
     """attribution.md's table of the worked example, for the traces given."""
     if 1 in traces:
-        e.usage += [Usage(at, "acme", "alice", "gpt-4o", 100, 50, agent="support-bot"),
+        e.usage += [Usage(at, "acme", "alice", "gpt-4o", 100, 50, agent="support-bot",
+                          service="agent"),
                     Usage(at, "acme", "alice", "gpt-4o-mini", 200, 20, agent="support-bot",
-                          workflow="summarize")]
+                          workflow="summarize", service="workflow")]
         e.invocations.append((at, "acme", "support-bot", "alice"))
         e.runs.append((at, "acme", "summarize"))
     if 2 in traces:
-        e.usage += [Usage(at, "acme", "bob", "qwen-max", 30, 30, workflow="translate"),
-                    Usage(at, "acme", "bob", "gpt-4o-mini", 10, 5, workflow="translate")]
+        e.usage += [Usage(at, "acme", "bob", "qwen-max", 30, 30, workflow="translate",
+                          service="workflow"),
+                    Usage(at, "acme", "bob", "gpt-4o-mini", 10, 5, workflow="translate",
+                          service="workflow")]
         e.runs += [(at, "acme", "translate"), (at, "acme", "summarize")]
     if 3 in traces:
         e.unattributed.append((at, "not_member", 1500))
         e.invocations.append((at, "acme", "support-bot", "dave"))
     if 4 in traces:
-        e.usage.append(Usage(at, "globex", "carol", "gpt-4o", 7, 3, agent="support-bot"))
+        e.usage.append(Usage(at, "globex", "carol", "gpt-4o", 7, 3, agent="support-bot",
+                             service="agent"))
         e.invocations.append((at, "acme", "support-bot", "carol"))
 
 
@@ -294,6 +313,34 @@ def _dense() -> Iterator[Call]:
     yield Call(T0 - 3.3 * H + 30, None, "gpt-4o", 180, 20)  # no caller
 
 
+def _acme_before() -> Iterator[Call]:
+    """alice's calls of acme before the 6-hour ranges: one last month, one yesterday in
+    acme's timezone (Asia/Shanghai: 1 October 11:00 local), one on 1 October 17:10 UTC,
+    which is already 2 October in Shanghai; one direct and one under a tool, so that acme
+    has a yesterday and a last month, its days are not UTC's, and every service but the
+    assistant has calls."""
+    yield Call(_utc(2025, 9, 10, 10, 0, 30), "alice", "gpt-4o-mini", 200, 20, tenant="acme")
+    yield Call(_utc(2025, 10, 1, 3, 0, 30), "alice", "gpt-4o", 40, 10, tenant="acme")
+    yield Call(_utc(2025, 10, 1, 17, 10, 30), "alice", "gpt-4o-mini", 60, 6,
+               agent="support-bot", under_tool="search", tenant="acme")
+
+
+#: The budgets file of the main world (docs/budgets.md): acme in Shanghai (UTC+8) with a
+#: token and a USD limit, initech in New York (UTC-4 in September and October) with its
+#: own thresholds, a member and an agent budget; globex has no budget and UTC days.
+BUDGETS = {
+    "timezone": "UTC",
+    "tenants": {
+        "acme": {"timezone": "Asia/Shanghai", "monthly_tokens": 1000, "monthly_usd": "0.005",
+                 "members": {"alice": {"monthly_tokens": 600}}},
+        "initech": {"timezone": "America/New_York", "monthly_tokens": 200000,
+                    "monthly_usd": "0.05", "thresholds": [60, 90, 100],
+                    "members": {"peter": {"monthly_tokens": 5000}},
+                    "agents": {"tps-helper": {"monthly_usd": "0.01"}}},
+    },
+}
+TIMEZONES = {"acme": "Asia/Shanghai", "initech": "America/New_York", "globex": "UTC"}
+
 REJECTED_AT = T0 - 0.5 * H + 30
 
 
@@ -306,7 +353,7 @@ class Scenario:
 def scenario() -> Scenario:
     e = Expected()
     events: list[tuple[float, Callable[[Tracer], None]]] = []
-    for call in [*_background(), *_dense()]:
+    for call in [*_background(), *_dense(), *_acme_before()]:
         call.expect(e)
         events.append((call.at, call.emit))
 
@@ -353,20 +400,36 @@ def grid() -> list[int]:
 
 def sample(events: list[tuple[float, Callable[[Tracer], None]]], times: list[int],
            directory: Path, synthetic: Callable[[float], dict] = lambda t: {},
+           budgets: dict | None = None,
            ) -> dict[tuple[str, tuple], list[tuple[int, float]]]:
     """Run ``events`` (time, function of a tracer) through the real exporter and sample
-    its registry at ``times``, as a scrape would."""
-    pipeline = Pipeline(directory=directory, search_contact_fields=True)
+    its registry at ``times``, as a scrape would.
+
+    The exporter lives in the simulated time: its wall clock (which day is "today" for the
+    calendar periods and budgets) is the scrape time being sampled, and the spans an event
+    emits start and end at the event's time (the SDK's clock, ``time_ns`` in
+    ``opentelemetry.sdk.trace``, returns it while the event runs; spans given explicit
+    times keep them). A call then counts in the period of its own time, never in the
+    wall clock's today. ``budgets``: a budgets document (docs/budgets.md)."""
+    clock = [float(times[0]) if times else 0.0]
+    pipeline = Pipeline(directory=directory, search_contact_fields=True,
+                        budgets=parse_budgets(budgets or {}), wall_clock=lambda: clock[0])
     out: dict[tuple[str, tuple], list[tuple[int, float]]] = defaultdict(list)
     try:
         pending = sorted(events, key=lambda item: item[0])
         snapshot: dict[tuple[str, tuple], float] = {}
         changed = True
         for t in times:
+            clock[0] = float(t)
             while pending and pending[0][0] <= t:
-                pending.pop(0)[1](pipeline.tracer)
+                at, emit = pending.pop(0)
+                ns = round(at * 1e9)
+                with mock.patch.object(sdk_trace, "time_ns", lambda ns=ns: ns):
+                    emit(pipeline.tracer)
                 changed = True
-            if changed:
+            # the periods turn on the hour in every zone of the world (whole-hour offsets):
+            # sampled again on each hour even without a new call
+            if changed or t % H == 0:
                 pipeline.flush()
                 snapshot = {
                     (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -382,7 +445,7 @@ def sample(events: list[tuple[float, Callable[[Tracer], None]]], times: list[int
 
 
 def series(sc: Scenario) -> dict[tuple[str, tuple], list[tuple[int, float]]]:
-    return sample(sc.events, grid(), DIRECTORY, _synthetic)
+    return sample(sc.events, grid(), DIRECTORY, _synthetic, BUDGETS)
 
 
 def _escape(value: str) -> str:

@@ -238,6 +238,7 @@ def test_model_detail_has_totals_inputs_outputs_and_share(prom, expected):
     (ASSETS, "Workflows owned by the tenant", ["Workflow", "Runs", "Tokens"]),
     (OVERVIEW, "Member tokens top 10", ["Member", "Tokens"]),
     (SRE, "Top members", ["Member", "Tenant", "Tokens"]),
+    (SRE, "Service usage", ["Service", "Tokens", "Calls"]),
 ])
 def test_tables_show_their_columns_in_order(prom, uid, title, columns):
     p = panel(uid, title)
@@ -376,15 +377,22 @@ def test_token_rate_by_model_over_the_last_ten_minutes(prom, expected):
     assert {m: r for m, r in rate.items() if r} == pytest.approx(dict(want))
 
 
-def test_service_usage_counts_agents_workflows_and_calls(prom, expected):
-    results = _sre(prom, "Service usage")
-    start, end = T0 - 3 * H, T0
+@pytest.mark.parametrize("hours", [3, 48])
+def test_service_usage_splits_tokens_and_calls_by_service(prom, expected, hours):
+    """The nearest enclosing component: the worked example's split (attribution.md) plus
+    initech's calls and acme's direct and tool calls of 1 October."""
+    start, end = T0 - hours * H, T0
+    table = rows(prom, panel(SRE, "Service usage"), V(range_s=hours * H))
     calls = expected.calls(start, end)
-    assert value(results, "A") == sum(u.tokens for u in calls if u.agent)
-    assert value(results, "B") == sum(1 for at, *_ in expected.invocations if start < at <= end)
-    assert value(results, "C") == sum(u.tokens for u in calls if u.workflow)
-    assert value(results, "D") == sum(1 for at, *_ in expected.runs if start < at <= end)
-    assert value(results, "E") == len(calls)
+    want = {s: (sum(u.tokens for u in calls if u.service == s),
+                sum(1 for u in calls if u.service == s))
+            for s in ("agent", "workflow", "tool", "direct")}
+    assert {r["Service"]: (r["Tokens"], r["Calls"]) for r in table} == want
+    assert [r["Tokens"] for r in table] == sorted((r["Tokens"] for r in table), reverse=True)
+    assert sum(r["Tokens"] for r in table) == _tokens(expected, start, end)
+    assert sum(r["Calls"] for r in table) == len(calls)
+    if hours == 48:
+        assert all(r["Calls"] for r in table)  # every service but the assistant was used
 
 
 def test_top_tenants_and_top_members_across_the_platform(prom, expected):

@@ -33,6 +33,10 @@ def steps(*colours: tuple[str, float | None]) -> dict:
 BASE = steps(("text", None))
 #: The seed's colours for a change in %: growth green, decline red.
 GROWTH = steps(("red", None), ("green", 0))
+#: A budget's use in %: the default thresholds of docs/budgets.md (warning 50 %, throttle
+#: 80 %, exhausted 100 %). A panel's colours are one set for all its series: a budget with
+#: thresholds of its own is coloured by these (its own state is the alerts' and the API's).
+BUDGET = steps(("green", None), ("yellow", 50), ("orange", 80), ("red", 100))
 
 
 class Grid:
@@ -167,6 +171,17 @@ def bargauge(title: str, description: str, unit: str, targets: list[dict], *,
                  "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom",
                             "calcs": []}},
     )
+
+
+def gauge(title: str, description: str, unit: str, targets: list[dict], *,
+          decimals: int | None = 0, max_value: float, thresholds: dict) -> dict:
+    """A round gauge from 0 to ``max_value``, the thresholds marked on its rim."""
+    return panel(
+        "gauge", title, description, unit, targets, decimals=decimals, thresholds=thresholds,
+        extra={"min": 0, "max": max_value},
+        options={"reduceOptions": REDUCE, "orientation": "auto", "showThresholdLabels": False,
+                 "showThresholdMarkers": True, "sizing": "auto", "minVizHeight": 75,
+                 "minVizWidth": 75})
 
 
 def column(name: str, *, unit: str | None = None, description: str | None = None,

@@ -31,11 +31,13 @@ restart inside the range are lost. ``increase()`` is not used: it drops the firs
 of a new series, extrapolates to the range's edges, and reads every sample of the range
 (a 30-day range over many series would exceed Prometheus's sample limit).
 
-**Calendar windows without the dashboard range.** "Today" and "this month" are found from
-the evaluation time alone (the end of the dashboard's range, "now" for a relative range):
-a subquery with a one-day step is evaluated at UTC midnights (Prometheus aligns subquery
-steps to multiples of the step since the epoch), ``last_over_time`` takes the last one,
-and ``day_of_month() == 1`` keeps only the first of a month.
+**Calendar periods from the exporter.** "Today", "yesterday", "this month" and "last
+month" are the exporter's own gauges (``llm_period_*``, docs/budgets.md): each tenant's
+day and month in its timezone, exact however long Prometheus keeps data, read at the
+evaluation time alone (never the dashboard's range). Several exporters each hold their
+share, so amounts are summed over them; bounds (``llm_period_end_timestamp_seconds``) and
+budget limits are the same on each and taken once (``max``), as the alert rules do
+(prometheus/build_rules.py).
 """
 
 from __future__ import annotations
@@ -61,18 +63,6 @@ def at_end(shift: str | None = None) -> Point:
 def back(duration: str) -> Point:
     """``duration`` before the evaluation time (``$__range``, ``1h``)."""
     return lambda sel, wrap: wrap(f"{sel} offset {duration}")
-
-
-def midnight(shift: str | None = None) -> Point:
-    """00:00 UTC of the day of the evaluation time (moved back by ``shift``)."""
-    return lambda sel, wrap: f"last_over_time(({wrap(sel)})[1d:1d]{_offset(shift)})"
-
-
-def month_start(shift: str | None = None) -> Point:
-    """00:00 UTC of the 1st of the month of the evaluation time (moved back by ``shift``):
-    the last midnight in 31 days that is a 1st."""
-    return lambda sel, wrap: (
-        f"last_over_time(({wrap(sel)} and on() day_of_month() == 1)[31d:1d]{_offset(shift)})")
 
 
 def _group(by: str | None) -> Callable[[str], str]:
@@ -129,34 +119,40 @@ def sel(metric: str, *matchers: str) -> str:
     return f"{metric}{{{','.join(matchers)}}}" if matchers else metric
 
 
-# -- Calendar windows (UTC) -------------------------------------------------------------------
+# -- Calendar periods and budgets (the exporter's gauges) ------------------------------------
 
-#: Seconds since 00:00 UTC on the 1st of this month, at the evaluation time.
-MONTH_ELAPSED = "((day_of_month() - 1) * 86400 + time() % 86400)"
-#: The day of last month that "the same time last month" falls on: this day of the month,
-#: or the last day of last month when it is shorter; as the number of days to go back
-#: (max(this day of the month, days of last month)).
-_LAST_MONTH_SHIFT = ("clamp_min(day_of_month(), "
-                     "scalar(days_in_month(time() - 86400 * day_of_month())))")
+BUDGET_KEY = "tenant, scope, id"
 
 
-def today(selector: str) -> str:
-    return between(selector, start=midnight())
+def period(metric: str, name: str, *matchers: str, by: str | None = None) -> str:
+    """A period gauge (``llm_period_tokens``, ``llm_period_cost_usd``, ...) of period
+    ``name`` (today, yesterday, month, last_month), summed over exporters (each holds its
+    share), per ``by`` labels or in total."""
+    return _group(by)(sel(metric, f'period="{name}"', *matchers))
 
 
-def yesterday_same_hours(selector: str) -> str:
-    """From 00:00 UTC yesterday to this time of day yesterday."""
-    return between(selector, start=midnight("1d"), end=at_end("1d"))
+def budget_used_per_limit(*matchers: str, by: str = "tenant") -> str:
+    """Used / limit of the budgets ``matchers`` select, the larger of tokens and USD (the
+    exporter's ``llm_budget_ratio``), per ``by``: the use summed over exporters, the limit
+    taken once (``max``), like the rule ``tenant_scope_id:llm_budget_used_per_limit:max_ratio``.
+    A limit of 0 gives no ratio (no division by zero)."""
+    parts = []
+    for kind in ("tokens", "usd"):
+        used = f"sum by ({BUDGET_KEY}) ({sel('llm_budget_used_' + kind, *matchers)})"
+        limit = f"max by ({BUDGET_KEY}) ({sel('llm_budget_limit_' + kind, *matchers)})"
+        parts.append(f'label_replace({used} / ({limit} > 0), "limit", "{kind}", "", "")')
+    return f"max by ({by}) ({' or '.join(parts)})"
 
 
-def this_month(selector: str) -> str:
-    return between(selector, start=month_start())
-
-
-def last_month_same_time(selector: str) -> str:
-    """From the 1st of last month, 00:00 UTC, to the same day and time of day last month
-    (its last day when last month is shorter): this month's window moved back by 28 to 31
-    days, one branch per possible shift, gated by the shift the evaluation time needs."""
-    branches = [f"({between(selector, start=month_start(f'{n}d'), end=at_end(f'{n}d'))}"
-                f" and on() ({_LAST_MONTH_SHIFT} == {n}))" for n in (28, 29, 30, 31)]
-    return "(" + " or ".join(branches) + ")"
+def month_end_cost(*matchers: str) -> str:
+    """Each tenant's cost at the end of its month, projected from the last day's pace, as
+    the alert MonthEndOverBudget projects a budget's use: this month's cost + its rate over
+    the last day × the seconds left until the tenant's month ends (in its timezone). The
+    month's cost drops to 0 when a month begins and rate() takes that for a counter reset,
+    so a day across the turn still measures the spending in it. A tenant whose cost has
+    too few samples for a rate shows its cost so far."""
+    cost = sel("llm_period_cost_usd", 'period="month"', *matchers)
+    end = sel("llm_period_end_timestamp_seconds", 'period="month"', *matchers)
+    used = f"sum by (tenant) ({cost})"
+    return (f"({used} + sum by (tenant) (rate({cost}[1d])) * on(tenant) "
+            f"max by (tenant) ({end} - time()) or {used})")

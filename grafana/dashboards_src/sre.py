@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .common import UID_SRE, uid
 from .panels import (
+    BUDGET,
     GROWTH,
     REDUCE,
     Grid,
@@ -18,14 +19,12 @@ from .panels import (
     target,
 )
 from .promql import (
-    MONTH_ELAPSED,
-    last_month_same_time,
+    budget_used_per_limit,
+    month_end_cost,
     named,
     pct_change,
-    this_month,
-    today,
+    period,
     total,
-    yesterday_same_hours,
 )
 from .text import Text
 
@@ -66,35 +65,73 @@ def quantiles(histogram: str, *qs: float) -> list[dict]:
             for ref, q in zip("ABC", qs, strict=False)]
 
 
+PERIOD_TOKENS = "llm_period_tokens"
+PERIOD_COST = "llm_period_cost_usd"
+PERIOD_UNPRICED = "llm_period_unpriced_tokens"
+TENANT_BUDGET = 'scope="tenant"'
+
+
 def _calendar_row(t: Text) -> list[tuple[int, dict]]:
-    """Today and this month, found from the evaluation time (the range's end), never from
-    the dashboard's range: the same numbers for a relative or an absolute range."""
-    day = today(ALL_TOKENS)
-    month = this_month(ALL_TOKENS)
-    forecast = (f"{this_month(ALL_COST)} / ({MONTH_ELAPSED} > 0) * days_in_month() * 86400")
+    """Today and this month from the exporter's calendar periods (each tenant's day and
+    month in its timezone, exact whatever Prometheus's retention), read at the evaluation
+    time (the range's end), never from the dashboard's range; the cost of the last hour and
+    its unpriced tokens."""
+    day, month = period(PERIOD_TOKENS, "today"), period(PERIOD_TOKENS, "month")
     return [
         (4, stat(t("sre.today.title"), t("sre.today.description"), "locale",
-                 [target(f"{day} or vector(0)", fmt=None)])),
+                 [target(day, fmt=None)])),
         (4, stat(t("sre.today_vs_yesterday.title"), t("sre.today_vs_yesterday.description"),
                  "percent",
-                 [target(pct_change(day, yesterday_same_hours(ALL_TOKENS)), fmt=None)],
+                 [target(pct_change(day, period(PERIOD_TOKENS, "yesterday")), fmt=None)],
                  decimals=1, color_mode="value", thresholds=GROWTH)),
         (4, stat(t("sre.month.title"), t("sre.month.description"), "locale",
-                 [target(f"{month} or vector(0)", fmt=None)])),
+                 [target(month, fmt=None)])),
         (4, stat(t("sre.month_vs_last.title"), t("sre.month_vs_last.description"), "percent",
-                 [target(pct_change(month, last_month_same_time(ALL_TOKENS)), fmt=None)],
+                 [target(pct_change(month, period(PERIOD_TOKENS, "last_month")), fmt=None)],
                  decimals=1, color_mode="value", thresholds=GROWTH)),
         (4, stat(t("sre.cost_hour.title"), t("sre.cost_hour.description"), "currencyUSD",
                  [target(f"{total(ALL_COST, rng='1h')} or vector(0)", fmt=None)],
                  decimals=None)),
-        (4, stat(t("sre.forecast.title"), t("sre.forecast.description"), "currencyUSD",
-                 [target(forecast, fmt=None)], decimals=2)),
+        (4, stat(t("sre.unpriced_hour.title"), t("sre.unpriced_hour.description"), "locale",
+                 [target(f"{total('llm_unpriced_tokens_total', rng='1h')} or vector(0)",
+                         fmt=None)])),
     ]
+
+
+def _month_rows(t: Text, g: Grid) -> None:
+    """This month's cost, its unpriced tokens, the month-end forecast, budget use per
+    tenant, and the service split of the range."""
+    g.row(4,
+          (8, stat(t("sre.cost_month.title"), t("sre.cost_month.description"), "currencyUSD",
+                   [target(period(PERIOD_COST, "month"), fmt=None)], decimals=None)),
+          (8, stat(t("sre.unpriced_month.title"), t("sre.unpriced_month.description"),
+                   "locale", [target(period(PERIOD_UNPRICED, "month"), fmt=None)])),
+          (8, stat(t("sre.forecast.title"), t("sre.forecast.description"), "currencyUSD",
+                   [target(f"sum({month_end_cost()})", fmt=None)], decimals=2)))
+    services = [target(total("llm_service_tokens_total", "service"), "A"),
+                target(total("llm_service_calls_total", "service"), "B")]
+    service, tokens, calls = t("col.service"), t("col.tokens"), t("col.calls")
+    g.row(8,
+          (8, bargauge(
+              t("sre.budget.title"), t("sre.budget.description"), "percent",
+              [target(f"{budget_used_per_limit(TENANT_BUDGET)} * 100", fmt=None,
+                      legend="{{tenant}}")],
+              decimals=1, max_value=100, thresholds=BUDGET)),
+          (8, bargauge(
+              t("sre.forecast_tenant.title"), t("sre.forecast_tenant.description"),
+              "currencyUSD",
+              [target(month_end_cost(), fmt=None, legend="{{tenant}}")], decimals=None)),
+          (8, table(
+              t("sre.services.title"), t("sre.services.description"), services,
+              rename={"service": service, "Value #A": tokens, "Value #B": calls},
+              exclude=[], order=[service, tokens, calls], sort_field="Value #A",
+              columns=[])))
 
 
 def build(t: Text) -> dict:
     g = Grid()
     g.row(4, *_calendar_row(t))
+    _month_rows(t, g)
     g.row(8,
           (16, timeseries(
               t("sre.rate.title"), t("sre.rate.description"), "short",
@@ -111,17 +148,6 @@ def build(t: Text) -> dict:
                        "legend": {"showLegend": True, "displayMode": "table",
                                   "placement": "right", "values": ["value", "percent"]},
                        "tooltip": {"mode": "single", "sort": "none"}})))
-    services = [("llm_agent_tokens_total", "agent_tokens"),
-                ("llm_agent_invocations_total", "agent_invocations"),
-                ("llm_workflow_tokens_total", "workflow_tokens"),
-                ("llm_workflow_runs_total", "workflow_runs"),
-                ("llm_model_requests_total", "model_calls")]
-    g.row(5, (24, stat(
-        t("sre.services.title"), t("sre.services.description"), "locale",
-        [target(f"{total(metric)} or vector(0)", ref, fmt=None,
-                legend=t(f"sre.services.{key}"))
-         for ref, (metric, key) in zip("ABCDE", services, strict=True)],
-        text_mode="value_and_name")))
     top_members = "topk(10, " + named(
         f"{total('llm_member_tokens_total', 'tenant, member')} > 0", "tenant, member",
         "llm_member_info", "member") + ")"

@@ -9,6 +9,13 @@ TEXTS: dict[str, str] = {
     "common.range": "Over the selected time range, exact: the counters summed over every "
                     "exporter at the range's end, minus the same sum at its start (an exporter "
                     "restarted at a new address is not counted twice).",
+    "common.period": "Independent of the dashboard's time range: the exporter's own calendar "
+                     "periods (llm_period_*, docs/budgets.md), each tenant's day and month in "
+                     "its timezone (the budgets file's; UTC unless set), exact however long "
+                     "Prometheus keeps data; as at the range's end (now, for a range ending "
+                     "now), summed over exporters.",
+    "common.no_data_yesterday": "No data (never ∞ or an error) when the day or month "
+                                "compared with had no tokens.",
     "link.menu": "LLM tokens",
     "link.view_all": "View all",
     # -- variables ---------------------------------------------------------------------------
@@ -39,6 +46,8 @@ TEXTS: dict[str, str] = {
     "col.conversations": "Conversations",
     "col.users": "Users",
     "col.runs": "Runs",
+    "col.service": "Service",
+    "col.calls": "Calls",
     # -- §1 tenant overview ------------------------------------------------------------------
     "overview.title": "LLM tokens: tenant overview",
     "overview.description": "Core resource consumption of one tenant: "
@@ -66,6 +75,44 @@ TEXTS: dict[str, str] = {
         "{@common.caller} The cost of Total tokens at the price catalog's prices (input, "
         "output, cache read and cache write priced apart). Tokens of a model missing from the "
         "catalog have no cost. {@common.range}",
+    "overview.today.title": "Tokens today",
+    "overview.today.description":
+        "{@common.caller} Tokens (input + output) of this tenant's members today, the "
+        "tenant's day in its timezone, exact. {@common.period}",
+    "overview.today_vs_yesterday.title": "Today vs yesterday",
+    "overview.today_vs_yesterday.description":
+        "{@common.caller} Change of today's tokens so far against all of yesterday's, in %: "
+        "(today − yesterday) / yesterday × 100, days in the tenant's timezone. Early in a day "
+        "it is negative by construction (part of a day against a whole one). "
+        "{@common.no_data_yesterday} {@common.period}",
+    "overview.month.title": "Tokens this month",
+    "overview.month.description":
+        "{@common.caller} Tokens (input + output) of this tenant's members this calendar "
+        "month, in the tenant's timezone, exact. {@common.period}",
+    "overview.month_vs_last.title": "This month vs last month",
+    "overview.month_vs_last.description":
+        "{@common.caller} Change of this month's tokens so far against all of last month's, "
+        "in %: (this month − last month) / last month × 100, months in the tenant's timezone. "
+        "{@common.no_data_yesterday} {@common.period}",
+    "overview.cost_month.title": "Cost this month",
+    "overview.cost_month.description":
+        "{@common.caller} Cost in USD of this tenant's tokens this month (its timezone), at "
+        "the price catalog's prices, exact. Tokens of a model missing from the catalog have "
+        "no cost: Unpriced tokens this month counts them, and while it is above 0 this cost "
+        "is partial. {@common.period}",
+    "overview.unpriced_month.title": "Unpriced tokens this month",
+    "overview.unpriced_month.description":
+        "{@common.caller} Tokens this month of models missing from the price catalog "
+        "(llm_period_unpriced_tokens): no cost figure includes them. Above 0, Cost this month "
+        "and Cost (USD) are partial: add the model to the catalog. {@common.period}",
+    "overview.budget.title": "Budget use",
+    "overview.budget.description":
+        "{@common.caller} This tenant's monthly budget used so far, in %: used / limit, the "
+        "larger of tokens and USD (the budgets file's tenant budget), the use summed over "
+        "exporters and the limit taken once, as the budget alerts and GET "
+        "/v1/budgets/<tenant> compute it. Marks at 50, 80 and 100 % (the default thresholds: "
+        "warning, throttle, exhausted; a budget with thresholds of its own is alerted at "
+        "those). No data when the tenant has no budget. {@common.period}",
     "overview.model_top.title": "Model consumption top 10",
     "overview.model_top.description":
         "{@common.caller} Tokens (input + output) this tenant's members consumed per model; "
@@ -151,39 +198,72 @@ TEXTS: dict[str, str] = {
         "position among all members. {@common.range}",
     # -- §4 SRE ------------------------------------------------------------------------------
     "sre.title": "LLM tokens: usage and cost governance",
-    "sre.description": "The platform SRE's view: usage today and this month, token rate, "
-                       "cost, top tenants and members, errors, latency, cache and the health "
-                       "of attribution. Days and months are UTC.",
-    "sre.calendar_note": "Independent of the dashboard's time range: counted up to the range's "
-                         "end (now, for a range ending now), from a start the query finds "
-                         "itself (UTC midnight, the 1st of the month), so an absolute time "
-                         "range shows the day or month of its end.",
+    "sre.description": "The platform SRE's view: usage today and this month, budgets, the "
+                       "month-end forecast, service usage, token rate, cost, top tenants and "
+                       "members, errors, latency, cache and the health of attribution. Days "
+                       "and months are each tenant's (its timezone); the time axis is UTC.",
     "sre.today.title": "Tokens today",
-    "sre.today.description": "Attributed tokens (input + output) of every tenant since 00:00 "
-                             "UTC today, exact. {@sre.calendar_note}",
+    "sre.today.description": "Attributed tokens (input + output) of every tenant today, each "
+                             "tenant's own day (its timezone), exact. {@common.period}",
     "sre.today_vs_yesterday.title": "Today vs yesterday",
     "sre.today_vs_yesterday.description":
-        "Change of today's tokens against yesterday over the same hours (00:00 UTC to this "
-        "time of day), in %: (today − yesterday) / yesterday × 100. Empty when yesterday had "
-        "none. {@sre.calendar_note}",
+        "Change of today's tokens so far against all of yesterday's, in %: (today − "
+        "yesterday) / yesterday × 100, every tenant, each in its timezone. Early in a day it "
+        "is negative by construction (part of a day against a whole one): Token rate by model "
+        "shows the shape of the day. {@common.no_data_yesterday} {@common.period}",
     "sre.month.title": "Tokens this month",
-    "sre.month.description": "Attributed tokens (input + output) of every tenant since the 1st "
-                             "of this month, 00:00 UTC, exact. {@sre.calendar_note}",
+    "sre.month.description": "Attributed tokens (input + output) of every tenant this calendar "
+                             "month, each tenant's own month (its timezone), exact. "
+                             "{@common.period}",
     "sre.month_vs_last.title": "This month vs last month",
     "sre.month_vs_last.description":
-        "Change of this month's tokens against the same days and hours of last month, in %: "
-        "from the 1st of last month, 00:00 UTC, to the same day and time of day last month "
-        "(its last day, when last month has no such day: on 31 March, 1 to 28 February). "
-        "Empty when last month had none. {@sre.calendar_note}",
+        "Change of this month's tokens so far against all of last month's, in %: (this month "
+        "− last month) / last month × 100, every tenant, each in its timezone. Exact for any "
+        "retention (no range query into last month). {@common.no_data_yesterday} "
+        "{@common.period}",
     "sre.cost_hour.title": "Cost, last hour",
     "sre.cost_hour.description": "Cost in USD of every tenant's attributed tokens in the hour "
                                  "before the range's end (the cost per hour now), exact, from "
-                                 "the price catalog; the range's start does not matter.",
+                                 "the price catalog; the range's start does not matter. "
+                                 "Unpriced tokens, last hour are not in it.",
+    "sre.unpriced_hour.title": "Unpriced tokens, last hour",
+    "sre.unpriced_hour.description":
+        "Attributed tokens of models missing from the price catalog in the hour before the "
+        "range's end (llm_unpriced_tokens_total), every tenant, exact; the range's start does "
+        "not matter. They have no cost: above 0, Cost, last hour is partial.",
+    "sre.cost_month.title": "Cost this month",
+    "sre.cost_month.description":
+        "Cost in USD of every tenant's attributed tokens this month (llm_period_cost_usd), "
+        "each tenant's own month, exact. Tokens without a price have no cost: above 0, "
+        "Unpriced tokens this month makes this figure partial. {@common.period}",
+    "sre.unpriced_month.title": "Unpriced tokens this month",
+    "sre.unpriced_month.description":
+        "Attributed tokens this month of models missing from the price catalog "
+        "(llm_period_unpriced_tokens), every tenant: no cost figure includes them. Above 0, "
+        "Cost this month and the month-end forecasts are partial: add the model to the "
+        "catalog (Unpriced tokens by model). {@common.period}",
+    "sre.forecast_note": "This month's cost + its rate over the last 24 hours × the seconds "
+                         "left until the tenant's month ends (llm_period_end_timestamp_seconds, "
+                         "its timezone), the way the alert MonthEndOverBudget projects a "
+                         "budget. A trend, not a bill: on a month's first day the last 24 "
+                         "hours are partly last month's. Unpriced tokens are not in it.",
     "sre.forecast.title": "Month-end cost forecast",
-    "sre.forecast.description": "This month's cost so far, projected linearly to the end of "
-                                "the month: cost since the 1st (00:00 UTC) ÷ time elapsed × "
-                                "length of the month. A trend, not a bill. "
-                                "{@sre.calendar_note}",
+    "sre.forecast.description": "Every tenant's cost at the end of its month, projected from "
+                                "the last day's pace, summed: {@sre.forecast_note} "
+                                "{@common.period}",
+    "sre.forecast_tenant.title": "Month-end cost forecast by tenant",
+    "sre.forecast_tenant.description": "Each tenant's cost at the end of its month, projected "
+                                       "from the last day's pace: {@sre.forecast_note} "
+                                       "{@common.period}",
+    "sre.budget.title": "Budget use",
+    "sre.budget.description":
+        "Each tenant's monthly budget (the budgets file's tenant budgets) used so far, in %: "
+        "used / limit, the larger of tokens and USD, the use summed over exporters and the "
+        "limit taken once, as the budget alerts compute it. Colours from 50, 80 and 100 % "
+        "(the default thresholds: warning, throttle, exhausted; one set for the panel, a "
+        "tenant with thresholds of its own is alerted at those). The bar is full at 100 %, "
+        "the value shows beyond it. Tenants without a budget are not listed; member and agent "
+        "budgets: GET /v1/budgets/<tenant>. {@common.period}",
     "sre.rate.title": "Token rate by model",
     "sre.rate.description": "Attributed tokens per second (input + output) per model, all "
                             "tenants: rate over $__rate_interval. Unattributed tokens are not "
@@ -195,19 +275,13 @@ TEXTS: dict[str, str] = {
                                   "have no cost and do not appear. {@common.range}",
     "sre.services.title": "Service usage",
     "sre.services.description":
-        "Tokens and calls per service, all tenants, in the time range, exact. Agent service: "
-        "tokens of agent invocations (the agent's own calls, its chat workflow, the tools "
-        "(operators) and workflows it calls) and agent invocations (conversation turns, all "
-        "callers). Workflow service: tokens of workflow runs and the runs (all callers). Model "
-        "calls: every attributed model call. Tools and assistants have no metric of their "
-        "own: a tool's tokens count for the agent that called it, an assistant is an agent. "
-        "Tokens are caller-attributed; invocations and runs count every caller. "
-        "{@common.range}",
-    "sre.services.agent_tokens": "Agent tokens",
-    "sre.services.agent_invocations": "Agent invocations",
-    "sre.services.workflow_tokens": "Workflow tokens",
-    "sre.services.workflow_runs": "Workflow runs",
-    "sre.services.model_calls": "Model calls",
+        "Tokens (input + output) and model calls of every tenant's members per service, in "
+        "the time range, exact (llm_service_tokens_total, llm_service_calls_total). The "
+        "service is the call's nearest enclosing component: agent, assistant (an agent the "
+        "directory marks as one), workflow, tool (an operator call) or direct (outside all "
+        "of them). Every attributed call is in exactly one service: the rows add up to all "
+        "attributed tokens and calls. A service without calls in the range shows 0; one "
+        "never used has no row. {@common.range}",
     "sre.top_tenants.title": "Top tenants",
     "sre.top_tenants.description": "The 10 tenants whose members consumed the most attributed "
                                    "tokens (input + output) in the time range, exact.",

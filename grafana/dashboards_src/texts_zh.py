@@ -12,6 +12,11 @@ TEXTS: dict[str, str] = {
     "common.cost": "仅统计当前租户成员消耗。",
     "common.range": "所选时间范围内的精确值：时间范围结束时所有导出器（exporter）的计数器之和，"
                     "减去开始时的同一和（导出器在新地址重启不会被重复计数）。",
+    "common.period": "与仪表盘的时间范围无关：取自导出器自身的日历周期（llm_period_*，见 "
+                     "docs/budgets.md），每个租户按其时区（预算文件中的设置，未设置时为UTC）划分"
+                     "日和月，无论Prometheus保留多久的数据都是精确值；取时间范围结束时刻（范围结束"
+                     "于现在时即为现在）的值，并对所有导出器求和。",
+    "common.no_data_yesterday": "用于比较的那一天或那个月没有消耗时显示无数据（不会显示∞或错误）。",
     "link.menu": "LLM Token",
     "link.view_all": "查看全部",
     # -- variables ---------------------------------------------------------------------------
@@ -40,6 +45,8 @@ TEXTS: dict[str, str] = {
     "col.conversations": "对话次数",
     "col.users": "用户数",
     "col.runs": "运行次数",
+    "col.service": "服务",
+    "col.calls": "调用次数",
     # -- §1 tenant overview ------------------------------------------------------------------
     "overview.title": "LLM Token：数据总览",
     "overview.description": "单个租户的核心资源消耗分析：按智能体、工作流、模型和"
@@ -63,6 +70,39 @@ TEXTS: dict[str, str] = {
     "overview.cost.description":
         "{@common.caller}「Token总消耗」按价格目录计算的费用（输入、输出、缓存读取和缓存写入分别"
         "计价）。价格目录中没有的模型不产生费用。{@common.range}",
+    "overview.today.title": "今日Token消耗",
+    "overview.today.description":
+        "{@common.caller}当前租户成员今日的Token（输入 + 输出），按租户时区的日期计算，精确值。"
+        "{@common.period}",
+    "overview.today_vs_yesterday.title": "今日较昨日",
+    "overview.today_vs_yesterday.description":
+        "{@common.caller}今日截至目前的Token与昨日全天相比的变化（%）：(今日 − 昨日) / 昨日 × 100，"
+        "日期按租户时区划分。一天刚开始时必然为负（部分的一天对比完整的一天）。"
+        "{@common.no_data_yesterday}{@common.period}",
+    "overview.month.title": "本月Token消耗",
+    "overview.month.description":
+        "{@common.caller}当前租户成员本自然月的Token（输入 + 输出），按租户时区计算，精确值。"
+        "{@common.period}",
+    "overview.month_vs_last.title": "本月较上月",
+    "overview.month_vs_last.description":
+        "{@common.caller}本月截至目前的Token与上月全月相比的变化（%）：(本月 − 上月) / 上月 × "
+        "100，月份按租户时区划分。{@common.no_data_yesterday}{@common.period}",
+    "overview.cost_month.title": "本月费用",
+    "overview.cost_month.description":
+        "{@common.caller}当前租户本月（按其时区）Token按价格目录计算的费用（美元），精确值。价格目录"
+        "中没有的模型不产生费用：「本月未定价Token」统计这些Token，其大于0时本费用并不完整。"
+        "{@common.period}",
+    "overview.unpriced_month.title": "本月未定价Token",
+    "overview.unpriced_month.description":
+        "{@common.caller}本月价格目录中没有的模型的Token（llm_period_unpriced_tokens），不计入"
+        "任何费用。大于0时「本月费用」和「费用（美元）」并不完整：请把该模型加入价格目录。"
+        "{@common.period}",
+    "overview.budget.title": "预算使用率",
+    "overview.budget.description":
+        "{@common.caller}当前租户本月预算已使用的比例（%）：已用 / 限额，取Token和美元两者中较大"
+        "的一个（预算文件中的租户预算）；已用量对所有导出器求和，限额只取一次，与预算告警和 GET "
+        "/v1/budgets/<tenant> 的计算方式相同。刻度为50%、80%、100%（默认阈值：警告、限流、耗尽；"
+        "设置了自有阈值的预算按其自有阈值告警）。租户没有预算时显示无数据。{@common.period}",
     "overview.model_top.title": "模型消耗分析 Top 10",
     "overview.model_top.description":
         "{@common.caller}统计当前租户成员消耗各模型的Token用量（输入 + 输出），取前10。"
@@ -131,32 +171,60 @@ TEXTS: dict[str, str] = {
         "或ID模糊搜索；排行仍是该成员在全部成员中的位置。{@common.range}",
     # -- §4 SRE ------------------------------------------------------------------------------
     "sre.title": "LLM Token：用量与成本治理",
-    "sre.description": "平台SRE视图：今日和本月用量、Token速率、费用、Top租户和成员、错误、"
-                       "延迟、缓存以及归属健康度。日和月均按UTC计算。",
-    "sre.calendar_note": "与仪表盘的时间范围无关：统计到时间范围的结束时刻（范围结束于现在时即为"
-                         "现在），起点由查询自行确定（UTC零点、每月1日），因此绝对时间范围显示其结束"
-                         "时刻所在的那一天或那个月。",
+    "sre.description": "平台SRE视图：今日和本月用量、预算、月末预测、服务使用量、Token速率、"
+                       "费用、Top租户和成员、错误、延迟、缓存以及归属健康度。日和月按各租户自己的"
+                       "时区计算；时间轴为UTC。",
     "sre.today.title": "今日Token消耗",
-    "sre.today.description": "所有租户自今日00:00 UTC起的已归属Token（输入 + 输出），精确值。"
-                             "{@sre.calendar_note}",
+    "sre.today.description": "所有租户今日的已归属Token（输入 + 输出），每个租户按其时区的日期"
+                             "计算，精确值。{@common.period}",
     "sre.today_vs_yesterday.title": "今日较昨日",
     "sre.today_vs_yesterday.description":
-        "今日Token与昨日同一时段（00:00 UTC至当前时刻）相比的变化（%）：(今日 − 昨日) / 昨日 × "
-        "100。昨日没有消耗时为空。{@sre.calendar_note}",
+        "今日截至目前的Token与昨日全天相比的变化（%）：(今日 − 昨日) / 昨日 × 100，所有租户，各按"
+        "其时区。一天刚开始时必然为负（部分的一天对比完整的一天）：一天内的走势见「各模型Token速率」。"
+        "{@common.no_data_yesterday}{@common.period}",
     "sre.month.title": "本月Token消耗",
-    "sre.month.description": "所有租户自本月1日00:00 UTC起的已归属Token（输入 + 输出），精确值。"
-                             "{@sre.calendar_note}",
+    "sre.month.description": "所有租户本自然月的已归属Token（输入 + 输出），每个租户按其时区的月份"
+                             "计算，精确值。{@common.period}",
     "sre.month_vs_last.title": "本月较上月",
     "sre.month_vs_last.description":
-        "本月Token与上月同期相比的变化（%）：从上月1日00:00 UTC到上月同一日的同一时刻（上月没有"
-        "这一天时取上月最后一天：3月31日对比2月1日至28日）。上月没有消耗时为空。"
-        "{@sre.calendar_note}",
+        "本月截至目前的Token与上月全月相比的变化（%）：(本月 − 上月) / 上月 × 100，所有租户，各按"
+        "其时区。与数据保留时长无关（不做跨到上月的范围查询）。{@common.no_data_yesterday}"
+        "{@common.period}",
     "sre.cost_hour.title": "近1小时费用",
     "sre.cost_hour.description": "所有租户的已归属Token在时间范围结束前1小时内的费用（美元，即当前"
-                                 "每小时的费用），按价格目录计算的精确值；与时间范围的起点无关。",
+                                 "每小时的费用），按价格目录计算的精确值；与时间范围的起点无关。"
+                                 "不含「近1小时未定价Token」。",
+    "sre.unpriced_hour.title": "近1小时未定价Token",
+    "sre.unpriced_hour.description":
+        "时间范围结束前1小时内价格目录中没有的模型的已归属Token（llm_unpriced_tokens_total），"
+        "所有租户，精确值；与时间范围的起点无关。这些Token没有费用：大于0时「近1小时费用」并不完整。",
+    "sre.cost_month.title": "本月费用",
+    "sre.cost_month.description":
+        "所有租户本月已归属Token的费用（美元，llm_period_cost_usd），每个租户按其时区的月份，"
+        "精确值。没有价格的Token不产生费用：「本月未定价Token」大于0时本数字并不完整。"
+        "{@common.period}",
+    "sre.unpriced_month.title": "本月未定价Token",
+    "sre.unpriced_month.description":
+        "本月价格目录中没有的模型的已归属Token（llm_period_unpriced_tokens），所有租户，不计入"
+        "任何费用。大于0时「本月费用」和月末预测并不完整：请把该模型加入价格目录（见「各模型未定价"
+        "Token」）。{@common.period}",
+    "sre.forecast_note": "本月费用 + 其近24小时的速率 × 距租户本月结束（llm_period_end_timestamp_"
+                         "seconds，按其时区）剩余的秒数，与告警 MonthEndOverBudget 预测预算的方式"
+                         "相同。仅为趋势，不是账单：每月第一天的近24小时部分属于上月。不含未定价"
+                         "Token。",
     "sre.forecast.title": "月末费用预测",
-    "sre.forecast.description": "本月截至目前的费用按线性外推到月末：自1日（00:00 UTC）起的费用 ÷ "
-                                "已过去的时间 × 当月长度。仅为趋势，不是账单。{@sre.calendar_note}",
+    "sre.forecast.description": "按近一天的速度外推每个租户到其月末的费用，再求和："
+                                "{@sre.forecast_note}{@common.period}",
+    "sre.forecast_tenant.title": "各租户月末费用预测",
+    "sre.forecast_tenant.description": "按近一天的速度外推每个租户到其月末的费用："
+                                       "{@sre.forecast_note}{@common.period}",
+    "sre.budget.title": "预算使用率",
+    "sre.budget.description":
+        "每个租户本月预算（预算文件中的租户预算）已使用的比例（%）：已用 / 限额，取Token和美元两者"
+        "中较大的一个；已用量对所有导出器求和，限额只取一次，与预算告警的计算方式相同。颜色从50%、"
+        "80%、100%起变化（默认阈值：警告、限流、耗尽；整个面板一套颜色，设置了自有阈值的租户按其"
+        "自有阈值告警）。进度条在100%时填满，超出部分显示在数值中。没有预算的租户不列出；成员和"
+        "智能体预算见 GET /v1/budgets/<tenant>。{@common.period}",
     "sre.rate.title": "各模型Token速率",
     "sre.rate.description": "各模型每秒的已归属Token（输入 + 输出），所有租户：$__rate_interval "
                             "上的 rate。不含未归属Token（见归属健康度面板）。",
@@ -166,16 +234,11 @@ TEXTS: dict[str, str] = {
                                   "精确值。未定价的模型没有费用，不会出现。{@common.range}",
     "sre.services.title": "服务使用量",
     "sre.services.description":
-        "所选时间范围内各服务的Token和调用次数（所有租户），精确值。智能体服务：智能体调用的Token"
-        "（智能体自身的调用、对话工作流、调用的工具（算子）和工作流）以及智能体调用次数（对话轮次，"
-        "所有调用者）。工作流服务：工作流运行的Token和运行次数（所有调用者）。模型调用：所有已归属的"
-        "模型调用。工具和助手没有单独的指标：工具的Token计入调用它的智能体，助手就是智能体。Token按"
-        "调用者归属统计；调用次数和运行次数统计所有调用者。{@common.range}",
-    "sre.services.agent_tokens": "智能体Token",
-    "sre.services.agent_invocations": "智能体调用次数",
-    "sre.services.workflow_tokens": "工作流Token",
-    "sre.services.workflow_runs": "工作流运行次数",
-    "sre.services.model_calls": "模型调用次数",
+        "所选时间范围内所有租户成员在各服务上的Token（输入 + 输出）和模型调用次数，精确值"
+        "（llm_service_tokens_total、llm_service_calls_total）。服务取调用最近的外层组件：agent"
+        "（智能体）、assistant（目录中标为助手的智能体）、workflow（工作流）、tool（工具，即算子调用）"
+        "或 direct（不在任何组件内）。每个已归属的调用只属于一个服务：各行之和等于全部已归属的Token"
+        "和调用次数。时间范围内没有调用的服务显示0；从未使用过的服务没有这一行。{@common.range}",
     "sre.top_tenants.title": "Top 10 租户",
     "sre.top_tenants.description": "所选时间范围内成员消耗已归属Token（输入 + 输出）最多的10个"
                                    "租户，精确值。",
