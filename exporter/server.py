@@ -75,7 +75,8 @@ def build_service(config: Config, *, clock: Callable[[], float] = time.time) -> 
         store.close()
         raise
     ledger = Ledger(max_series_per_metric=config.max_series_per_metric)
-    periods = Periods(budgets.calendar, max_ids_per_scope=config.max_series_per_metric)
+    periods = Periods(budgets.calendar, max_ids_per_scope=config.max_series_per_metric,
+                      never_fold=budgets.by_key)
     pipeline = Pipeline(
         store=store,
         directory=directory,

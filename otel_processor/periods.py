@@ -235,11 +235,14 @@ class Periods:
     """
 
     def __init__(self, calendar: Calendar, *,
-                 max_ids_per_scope: int = DEFAULT_MAX_IDS_PER_SCOPE) -> None:
+                 max_ids_per_scope: int = DEFAULT_MAX_IDS_PER_SCOPE,
+                 never_fold: Iterable[tuple[str, str, str]] = ()) -> None:
+        """``never_fold``: (tenant, scope, id) kept past the cap (those with a budget)."""
         if max_ids_per_scope < 1:
             raise ValueError(f"max_ids_per_scope must be >= 1, got {max_ids_per_scope}")
         self.calendar = calendar
         self._max_ids = max_ids_per_scope
+        self._never_fold = frozenset(never_fold)
         self._lock = threading.Lock()
         self._rows: dict[RowKey, list[int]] = {}  # guarded by _lock
         self._ids: dict[str, int] = dict.fromkeys(SCOPES, 0)  # keys held per scope
@@ -253,7 +256,8 @@ class Periods:
             for key, amounts in rows.items():
                 if key not in held and key not in out:
                     scope = key[2]
-                    if scope != TENANT and ids[scope] >= self._max_ids:
+                    if (scope != TENANT and ids[scope] >= self._max_ids
+                            and (key[0], scope, key[3]) not in self._never_fold):
                         key = (key[0], key[1], scope, OVERFLOW)
                         if key not in held and key not in out:
                             ids[scope] += 1

@@ -136,7 +136,7 @@ class TokenAttributionProcessor(SpanProcessor):
         check_runaway_limits(runaway_max_calls, runaway_max_tokens)
         self.budgets = budgets if isinstance(budgets, Budgets) else load_budgets(budgets)
         self._wall_clock = wall_clock
-        self.periods = Periods(self.budgets.calendar)
+        self.periods = Periods(self.budgets.calendar, never_fold=self.budgets.by_key)
         self.ledger = ledger or Ledger()
         self._store = None  # opened first: a second process on the directory is refused
         if state_dir is not None:

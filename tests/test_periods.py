@@ -153,6 +153,14 @@ def test_ids_past_the_cap_fold_into_overflow_and_totals_stay_exact():
     assert sum(v[0] for v in held.values()) == 4
 
 
+
+def test_a_scope_with_a_budget_never_folds():
+    periods = Periods(Calendar(), max_ids_per_scope=1, never_fold=[("t", "member", "z")])
+    rows = {("t", "2026-12", "member", m): [1, 0, 0, 0, 1] for m in ("a", "b", "z")}
+    periods.apply(periods.plan(rows))
+    assert sorted(k[3] for k in periods.snapshot()) == ["__overflow__", "a", "z"]
+
+
 def test_prune_keeps_yesterday_today_last_and_this_month():
     cal = Calendar({"acme": "Asia/Shanghai"})
     periods = Periods(cal)
