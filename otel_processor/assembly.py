@@ -20,6 +20,14 @@ call that takes the trace over ``runaway_max_calls`` calls or ``runaway_max_toke
 as the trace is open: a trace reopened later (a late span, a restart of the service)
 starts from zero and may count again.
 
+Usage on a span that is no model call (an agent, workflow, tool or other span reporting
+tokens) is decided when its trace closes, with every span of the trace known: a span with a
+descendant that reported usage (a model call, or a span counted this way) repeats their
+totals and counts nowhere (R1); otherwise, innermost first, an agent span's usage counts as
+that agent's own model call (a remote agent: Bedrock Agents, Azure AI Foundry), and any other
+span's as ``llm_unclassified_usage_tokens{reason}``. Those records are handed out with the
+trace's leftovers (``Closed.leftovers``).
+
 Not thread-safe: one owner (the service's writer thread, or the in-process worker) calls
 everything here; ``open_traces`` and ``open_spans`` may be read from any thread.
 """
@@ -30,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from otel_processor.conventions import AGENT, MODEL, WORKFLOW, SpanRecord
+from otel_processor.conventions import AGENT, MODEL, TOOL, UNCLASSIFIED, WORKFLOW, SpanRecord
 
 COMPLETE = "complete"
 TIMEOUT = "timeout"
@@ -123,7 +131,8 @@ class Closed:
 
 
 class _Trace:
-    __slots__ = ("spans", "last_seen", "waiting", "started", "client", "usage")
+    __slots__ = ("spans", "last_seen", "waiting", "started", "client", "usage", "rollups",
+                 "usage_parents")
 
     def __init__(self, now: float, client=None) -> None:
         self.client = client  # who sent its first span (fairness of capacity)
@@ -132,6 +141,9 @@ class _Trace:
         self.waiting: dict[bytes, None] = {}  # span ids still to attribute, arrival order
         self.started: set | None = None  # in process: spans started and not yet ended
         self.usage: TraceUsage | None = None  # made when a span is first handed out
+        # spans that are no model call and report usage: decided at close (_own_usage)
+        self.rollups: dict[bytes, SpanRecord] | None = None
+        self.usage_parents: list | None = None  # parent ids of model calls that report usage
 
 
 class Assembler:
@@ -239,6 +251,15 @@ class Assembler:
             self._client_traces[trace.client].move_to_end(trace_id)
             if now > trace.last_seen:
                 trace.last_seen = now
+        if record.has_usage:
+            if record.kind == MODEL:
+                if trace.usage_parents is None:
+                    trace.usage_parents = []
+                trace.usage_parents.append(parent_id)
+            elif record.kind != UNCLASSIFIED:
+                if trace.rollups is None:
+                    trace.rollups = {}
+                trace.rollups[span_id] = record
         if not attributed and record.kind in _COUNTED_KINDS:  # counted; others are context
             trace.spans[span_id] = (parent_id, record)
             trace.waiting[span_id] = None
@@ -325,14 +346,69 @@ class Assembler:
         else:  # forget a client that holds nothing: bounded by open traces
             del self._client_traces[client]
             self._client_spans.pop(client, None)
+        own = _own_usage(trace_id, trace, self._usage(trace)) if trace.rollups else ()
         if not trace.waiting:
-            return Closed(trace_id, COMPLETE if reason in (TIMEOUT, COMPLETE) else reason, ())
+            return Closed(trace_id, COMPLETE if reason in (TIMEOUT, COMPLETE) else reason, own)
         usage = self._usage(trace)
         leftovers = tuple(
             Ready(trace_id, span_id, node[1], _chain(trace, node, complete_only=False), usage)
             for span_id, node in ((i, trace.spans[i]) for i in trace.waiting)
         )
-        return Closed(trace_id, reason, leftovers)
+        return Closed(trace_id, reason, leftovers + own)
+
+
+_UNCLASSIFIED_REASON = {TOOL: "tool_span", WORKFLOW: "workflow_span"}  # else unknown_kind
+
+
+def _cover(spans: dict, parent_id, covered: set) -> None:
+    """Mark ``parent_id`` and its ancestors as having a descendant that reported usage."""
+    depth = 0
+    while parent_id is not None and parent_id not in covered and depth < MAX_DEPTH:
+        covered.add(parent_id)
+        parent = spans.get(parent_id)
+        if parent is None:
+            return
+        parent_id = parent[0]
+        depth += 1
+
+
+def _own_usage(trace_id, trace: _Trace, usage: TraceUsage | None) -> tuple[Ready, ...]:
+    """The usage of the trace's spans that are no model call and that no descendant's usage
+    covers, innermost first: an agent span's as a model call of that agent, any other span's
+    as unclassified usage. A span with a descendant that reported usage (a model call, or a
+    span counted here) repeats their totals: nothing (R1)."""
+    spans = trace.spans
+    covered: set = set()
+    for parent_id in trace.usage_parents or ():
+        _cover(spans, parent_id, covered)
+    candidates = []
+    for span_id, record in trace.rollups.items():  # type: ignore[union-attr]
+        node = spans.get(span_id)
+        if node is not None:
+            candidates.append((_chain(trace, node, complete_only=False), span_id, record, node))
+    candidates.sort(key=lambda c: -len(c[0]))  # deepest first: the innermost usage counts
+    out = []
+    for chain, span_id, record, node in candidates:
+        if span_id in covered:
+            continue
+        if record.kind == AGENT:
+            call = SpanRecord(
+                kind=MODEL, input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens, cache_read_tokens=record.cache_read_tokens,
+                cache_write_tokens=record.cache_write_tokens,
+                reasoning_tokens=record.reasoning_tokens, has_usage=True, model=record.model,
+                response_model=record.response_model, provider=record.provider,
+                caller=record.caller, tenant=record.tenant,
+                resource_caller=record.resource_caller, resource_tenant=record.resource_tenant,
+                conversation=record.conversation, outcome=record.outcome, end_ns=record.end_ns)
+            out.append(Ready(trace_id, span_id, call, (context_of(record), *chain), usage))
+        else:
+            out.append(Ready(trace_id, span_id, SpanRecord(
+                kind=UNCLASSIFIED, input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens,
+                unclassified=_UNCLASSIFIED_REASON.get(record.kind, "unknown_kind")), chain, usage))
+        _cover(spans, node[0], covered)
+    return tuple(out)
 
 
 def check_runaway_limits(max_calls: object, max_tokens: object) -> None:

@@ -54,6 +54,7 @@ class UsageEvent:
     duration_ns: int | None = None  # the call's latency, when the span says
     time_to_first_token_ns: int | None = None
     service: str = SERVICE_DIRECT  # the service split: see service_of
+    reasoning_tokens: int = 0  # part of output_tokens
 
     @property
     def total_tokens(self) -> int:
@@ -248,7 +249,7 @@ def attribute_usage(
     return UsageEvent(
         tenant, caller,  # type: ignore[arg-type]  # billing_tenant refused None
         model, agent, workflow, tin, tout, cache_read, cache_write, cost, record.outcome,
-        record.duration_ns, record.time_to_first_token_ns, service,
+        record.duration_ns, record.time_to_first_token_ns, service, record.reasoning_tokens,
     )
 
 

@@ -18,6 +18,9 @@ from typing import Any
 
 MODEL = "model"
 AGENT = "agent"
+#: Not a kind of span: the record the assembly hands out, at a trace's close, for the usage
+#: of a span that is no model call and counts nowhere else (``llm_unclassified_usage_tokens``).
+UNCLASSIFIED = "unclassified"
 WORKFLOW = "workflow"
 TOOL = "tool"
 OTHER = "other"
@@ -31,7 +34,26 @@ MAX_ID_LENGTH = 256
 _MAX_ID_BITS = 4 * MAX_ID_LENGTH
 _MAX_TOKEN_DIGITS = len(str(MAX_TOKENS_PER_SPAN))
 
-_MODEL_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
+_MODEL_OPERATIONS = frozenset({
+    "chat", "text_completion", "generate_content", "embeddings",
+    # LiteLLM's OpenTelemetry callback writes its call type when it is not "completion"
+    "acompletion", "atext_completion", "embedding", "aembedding",
+})
+#: The Vercel AI SDK's model-call spans (``ai.operationId``, or the first word of
+#: ``operation.name``): the inner ``do*`` spans only. The outer ``ai.generateText`` span
+#: repeats the total of its steps: it is no model call (R1).
+_VERCEL_MODEL_OPERATIONS = frozenset({
+    "ai.generateText.doGenerate", "ai.streamText.doStream", "ai.generateObject.doGenerate",
+    "ai.streamObject.doStream", "ai.embed.doEmbed", "ai.embedMany.doEmbed",
+})
+#: Values of ``dify.workflow_id`` that name no workflow (Dify writes ``unknown`` on the outer
+#: app span of a request that runs none); compared after strip() and lower().
+PLACEHOLDER_IDS = frozenset({"unknown", "none", "null", "undefined"})
+#: Providers whose OpenLIT instrumentation reports ``gen_ai.usage.input_tokens`` without the
+#: cache tokens (the provider API's own count): their input is read as input + cache.
+#: Every other OpenLIT instrumentation reports input with the cache, as the semconv does.
+OPENLIT_INPUT_EXCLUDES_CACHE = frozenset({"anthropic", "aws.bedrock"})
+OPENLIT_SDK_NAME = "openlit"
 _OPERATION_KIND = {
     **{op: MODEL for op in _MODEL_OPERATIONS},
     "invoke_agent": AGENT,
@@ -50,29 +72,54 @@ WORKFLOW_ID = (
     "dify.workflow_id",
     "cozeloop.workflow_id",
 )
-INPUT_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+INPUT_TOKENS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "llm.token_count.prompt",
+    "ai.usage.inputTokens",
+    "ai.usage.promptTokens",
+    "ai.usage.tokens",
+)
 OUTPUT_TOKENS = (
     "gen_ai.usage.output_tokens",
     "gen_ai.usage.completion_tokens",
     "llm.token_count.completion",
+    "ai.usage.outputTokens",
+    "ai.usage.completionTokens",
 )
 CACHE_READ_TOKENS = (
     "gen_ai.usage.cache_read.input_tokens",
     "gen_ai.usage.cache_read_input_tokens",
     "llm.token_count.prompt_details.cache_read",
+    "ai.usage.inputTokenDetails.cacheReadTokens",
+    "ai.usage.cachedInputTokens",
 )
 CACHE_WRITE_TOKENS = (
     "gen_ai.usage.cache_write.input_tokens",
     "gen_ai.usage.cache_creation.input_tokens",
     "gen_ai.usage.cache_creation_input_tokens",
     "llm.token_count.prompt_details.cache_write",
+    "ai.usage.inputTokenDetails.cacheWriteTokens",
 )
-REQUEST_MODEL = ("gen_ai.request.model",)
+#: Reasoning tokens: part of output (as cache tokens are part of input), also counted alone.
+REASONING_TOKENS = (
+    "gen_ai.usage.reasoning.output_tokens",
+    "gen_ai.usage.reasoning_tokens",
+    "gen_ai.usage.completion_tokens_details.reasoning_tokens",
+    "llm.token_count.completion_details.reasoning",
+    "ai.usage.outputTokenDetails.reasoningTokens",
+    "ai.usage.reasoningTokens",
+)
+REQUEST_MODEL = ("gen_ai.request.model", "ai.model.id")
 # OpenInference's model_name is the response model; its requested model sits in the JSON
 # invocation parameters (read by _openinference_model).
-RESPONSE_MODEL = ("gen_ai.response.model", "llm.model_name", "embedding.model_name")
+RESPONSE_MODEL = (
+    "gen_ai.response.model", "llm.model_name", "embedding.model_name", "ai.response.model",
+)
 OPENINFERENCE_PARAMETERS = ("llm.invocation_parameters", "embedding.invocation_parameters")
-PROVIDER = ("gen_ai.provider.name", "gen_ai.system", "llm.system", "llm.provider")
+PROVIDER = (
+    "gen_ai.provider.name", "gen_ai.system", "llm.system", "llm.provider", "ai.model.provider",
+)
 CALLER = (
     "enduser.id",
     "user.id",
@@ -80,14 +127,30 @@ CALLER = (
     "langfuse.user.id",
     "traceloop.association.properties.user_id",
     "gen_ai.user",
+    "gen_ai.request.user",
+    "ai.telemetry.metadata.userId",
+    "ai.settings.context.userId",
+    "metadata.user_api_key_end_user_id",
+    "llm.user",
+    "metadata.user_api_key_user_id",
 )
 TENANT = (
     "tenant.id",
     "dify.tenant_id",
     "cozeloop.workspace_id",
     "traceloop.association.properties.tenant_id",
+    "ai.telemetry.metadata.tenantId",
+    "ai.settings.context.tenantId",
 )
-CONVERSATION = ("gen_ai.conversation.id", "session.id", "dify.conversation.id", "conversation_id")
+CONVERSATION = (
+    "gen_ai.conversation.id", "session.id", "dify.conversation.id", "conversation_id",
+    "ai.telemetry.metadata.sessionId",
+)
+#: Coze Loop's JS SDK (``@cozeloop/ai``): plain names, read only on a span that carries
+#: ``cozeloop_span_type`` (generic names are never read from any other span).
+COZE_JS_SPAN_TYPE = "cozeloop_span_type"
+COZE_JS_FIELDS = {"input": "input_tokens", "output": "output_tokens", "model": "model_name",
+                  "reasoning": "reasoning_tokens"}
 WORKFLOW_TYPE = ("gen_ai.workflow.type",)
 DIFY_APP_MODE = ("dify.app.mode", "dify.app_mode")
 OPENINFERENCE_METADATA = "metadata"
@@ -121,6 +184,7 @@ class SpanRecord:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    reasoning_tokens: int = 0  # part of output_tokens
     has_usage: bool = False
     model: str | None = None
     response_model: str | None = None
@@ -138,6 +202,9 @@ class SpanRecord:
     duration_ns: int | None = None
     time_to_first_token_ns: int | None = None  # streamed model calls that report it
     end_ns: int | None = None  # a model call's end (unix ns): the calendar period it counts in
+    # Only on a record the assembly makes at a trace's close (UNCLASSIFIED): why the usage
+    # of a span that is no model call counts nowhere else (a bounded label value).
+    unclassified: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -149,7 +216,7 @@ class SpanRecord:
 #: Time to first token of a streamed model call, in seconds (OpenLIT) or milliseconds
 #: (Vercel AI SDK's ``ai.streamText.doStream`` spans).
 TTFT_SECONDS = ("gen_ai.server.time_to_first_token", "gen_ai.response.time_to_first_token")
-TTFT_MILLISECONDS = ("ai.response.msToFirstChunk",)
+TTFT_MILLISECONDS = ("ai.response.msToFirstChunk", "ai.stream.msToFirstChunk")
 
 _FIELD_TABLES = {
     "ttft_s": TTFT_SECONDS,
@@ -160,6 +227,7 @@ _FIELD_TABLES = {
     "output": OUTPUT_TOKENS,
     "cache_read": CACHE_READ_TOKENS,
     "cache_write": CACHE_WRITE_TOKENS,
+    "reasoning": REASONING_TOKENS,
     "model": REQUEST_MODEL,
     "response_model": RESPONSE_MODEL,
     "provider": PROVIDER,
@@ -172,6 +240,10 @@ _FIELD_TABLES = {
     "oi_kind": ("openinference.span.kind",),
     "dify_kind": ("gen_ai.span.kind",),
     "coze_type": ("cozeloop.span_type",),
+    "coze_js_type": (COZE_JS_SPAN_TYPE,),
+    **{"coze_js_" + field: (name,) for field, name in COZE_JS_FIELDS.items()},
+    "ai_op": ("ai.operationId", "operation.name"),
+    "sdk": ("telemetry.sdk.name",),
     "tl_request": ("llm.request.type",),
     "tl_kind": ("traceloop.span.kind",),
     "dify_workflow": ("dify.workflow_id",),
@@ -299,7 +371,11 @@ def kind_of(found: Mapping) -> str:
         kind = _OPENINFERENCE_KIND.get(oi.upper())
         if kind is not None:
             return kind
-    if found.get("dify_kind") == "LLM" or found.get("coze_type") == "model":
+    if (found.get("dify_kind") == "LLM" or found.get("coze_type") == "model"
+            or found.get("coze_js_type") == "model"):
+        return MODEL
+    ai_op = found.get("ai_op")
+    if isinstance(ai_op, str) and ai_op.partition(" ")[0] in _VERCEL_MODEL_OPERATIONS:
         return MODEL
     if "tl_request" in found:
         return MODEL
@@ -363,11 +439,14 @@ def _is_chat_workflow(found: Mapping) -> bool:
 # Bounded; cleared when full. Plain dict operations, atomic under the GIL.
 _RESOURCE_CACHE: dict[int, tuple[Mapping, tuple]] = {}
 _RESOURCE_CACHE_SIZE = 256
-_SPAN_ONLY = ("caller", "tenant", "metadata")  # never merged from the resource: resource_*
+# never merged from the resource: resource_*, and the SDK's name (on every resource: merged,
+# it would make every span one to read)
+_SPAN_ONLY = ("caller", "tenant", "metadata", "sdk")
 
 
-def _scan_resource(resource_attributes: Mapping) -> tuple[str | None, str | None, dict]:
-    """(caller, tenant, the other fields to merge under a span's) of a resource, cached.
+def _scan_resource(resource_attributes: Mapping) -> tuple[str | None, str | None, dict, bool]:
+    """(caller, tenant, the other fields to merge under a span's, whether OpenLIT made it)
+    of a resource, cached.
 
     Raises :class:`InvalidSpan` for a resource caller or tenant that cannot be believed
     (not cached: every span of that resource is refused the same way).
@@ -377,7 +456,8 @@ def _scan_resource(resource_attributes: Mapping) -> tuple[str | None, str | None
         return cached[1]
     found = scan(resource_attributes)
     read = (_ident(found, "caller"), _ident(found, "tenant"),
-            {k: v for k, v in found.items() if k not in _SPAN_ONLY})
+            {k: v for k, v in found.items() if k not in _SPAN_ONLY},
+            found.get("sdk") == OPENLIT_SDK_NAME)
     if len(_RESOURCE_CACHE) >= _RESOURCE_CACHE_SIZE:
         _RESOURCE_CACHE.clear()
     _RESOURCE_CACHE[id(resource_attributes)] = (resource_attributes, read)
@@ -443,44 +523,86 @@ _EMPTY = SpanRecord()  # a span that names nothing we read (most spans of an app
 def _from_fields(found, resource_attributes, error, duration_ns, name, end_ns=None
                  ) -> SpanRecord:
     res_caller = res_tenant = None
+    openlit = False
     if resource_attributes:
-        res_caller, res_tenant, res = _scan_resource(resource_attributes)
+        res_caller, res_tenant, res, openlit = _scan_resource(resource_attributes)
         if res:
             found = {**res, **found}
     if not found and res_caller is None and res_tenant is None:
         return _EMPTY  # context only: neither counted nor carrying a caller or tenant
-    return _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns)
+    return _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns, openlit)
 
 
-def _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns) -> SpanRecord:
+_TOKEN_FIELDS = ("input", "output", "cache_read", "cache_write", "reasoning")
+
+
+def _coze_js(found: dict) -> dict:
+    """A Coze Loop JS span's plain names, under the fields of the tables (theirs win)."""
+    extra = {field: found["coze_js_" + field] for field in COZE_JS_FIELDS
+             if field not in found and "coze_js_" + field in found}
+    return {**found, **extra} if extra else found
+
+
+def _without_placeholder(found: dict) -> dict:
+    """``dify.workflow_id`` that names no workflow (``unknown``): as if absent."""
+    value = found["dify_workflow"]
+    if not (isinstance(value, str) and value.strip().lower() in PLACEHOLDER_IDS):
+        return found
+    found = {k: v for k, v in found.items() if k != "dify_workflow"}
+    if found.get("workflow_id") == value:
+        del found["workflow_id"]
+    return found
+
+
+def _usage(found: Mapping, provider: str | None, openlit: bool):
+    """(input, output, cache read, cache write, reasoning, has usage) of a span."""
+    tin = _tokens(found, "input")
+    tout = _tokens(found, "output")
+    cread = _tokens(found, "cache_read")
+    cwrite = _tokens(found, "cache_write")
+    reasoning = _tokens(found, "reasoning")
+    has_usage = not (tin is None and tout is None and cread is None and cwrite is None)
+    tin, tout, cread, cwrite = tin or 0, tout or 0, cread or 0, cwrite or 0
+    reasoning = min(reasoning or 0, tout)  # part of output: never more than it
+    if cread + cwrite and (
+        (openlit or found.get("sdk") == OPENLIT_SDK_NAME)
+        and provider is not None and provider.lower() in OPENLIT_INPUT_EXCLUDES_CACHE
+    ):
+        tin += cread + cwrite  # OpenLIT's count for this provider excludes the cache
+    elif cread + cwrite > tin:
+        # Cache tokens are part of input (semconv). More cache than input can only mean an
+        # Anthropic-style count where input excludes the cache: add it back, lose nothing.
+        tin += cread + cwrite
+    return tin, tout, cread, cwrite, reasoning, has_usage
+
+
+def _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns, openlit=False
+            ) -> SpanRecord:
+    if "coze_js_type" in found:
+        found = _coze_js(found)
+    if "dify_workflow" in found:
+        found = _without_placeholder(found)
     kind = kind_of(found)
     caller = (_ident(found, "caller") if "caller" in found else None)
     tenant = (_ident(found, "tenant") if "tenant" in found else _metadata_tenant(found))
     outcome = "error" if error or "error_type" in found else "ok"
     conversation = _ident(found, "conversation") if "conversation" in found else None
     if kind == MODEL:
-        tin = _tokens(found, "input")
-        tout = _tokens(found, "output")
-        cread = _tokens(found, "cache_read")
-        cwrite = _tokens(found, "cache_write")
-        has_usage = not (tin is None and tout is None and cread is None and cwrite is None)
-        tin, tout, cread, cwrite = tin or 0, tout or 0, cread or 0, cwrite or 0
-        if cread + cwrite > tin:
-            # Cache tokens are part of input (semconv). More cache than input can only mean an
-            # Anthropic-style count where input excludes the cache: add it back, lose nothing.
-            tin += cread + cwrite
+        provider = _ident(found, "provider") if "provider" in found else None
+        tin, tout, cread, cwrite, reasoning, has_usage = _usage(found, provider, openlit)
         return SpanRecord(
             kind=MODEL,
             input_tokens=tin,
             output_tokens=tout,
             cache_read_tokens=cread,
             cache_write_tokens=cwrite,
+            reasoning_tokens=reasoning,
             has_usage=has_usage,
             model=_ident(found, "model") or _openinference_model(found),
             response_model=(
                 _ident(found, "response_model") if "response_model" in found else None
             ),
-            provider=_ident(found, "provider") if "provider" in found else None,
+            provider=provider,
             caller=caller,
             tenant=tenant,
             resource_caller=res_caller,
@@ -497,6 +619,23 @@ def _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns) -> 
         agent_id = _ident(found, "agent_id") or _id_from_name(name, "invoke_agent ")
     elif kind == WORKFLOW:
         workflow_id = _ident(found, "workflow_id") or _id_from_name(name, "invoke_workflow ")
+    for field in _TOKEN_FIELDS:
+        if field in found:  # a span that is no model call but reports usage: the assembly
+            # decides at the trace's close (a roll-up of its calls, an agent's own calls, or
+            # unclassified usage)
+            provider = _ident(found, "provider") if "provider" in found else None
+            tin, tout, cread, cwrite, reasoning, has_usage = _usage(found, provider, openlit)
+            return SpanRecord(
+                kind=kind, input_tokens=tin, output_tokens=tout, cache_read_tokens=cread,
+                cache_write_tokens=cwrite, reasoning_tokens=reasoning, has_usage=has_usage,
+                model=_ident(found, "model") or _openinference_model(found),
+                response_model=(
+                    _ident(found, "response_model") if "response_model" in found else None),
+                provider=provider, agent_id=agent_id, workflow_id=workflow_id,
+                chat_workflow=kind == WORKFLOW and _is_chat_workflow(found),
+                caller=caller, tenant=tenant, resource_caller=res_caller,
+                resource_tenant=res_tenant, conversation=conversation, outcome=outcome,
+                duration_ns=duration_ns, end_ns=end_ns)
     return SpanRecord(
         kind=kind,
         agent_id=agent_id,

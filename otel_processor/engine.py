@@ -15,12 +15,13 @@ from collections.abc import Mapping, Sequence
 from otel_processor import metrics as m
 from otel_processor.assembly import TraceUsage
 from otel_processor.attribution import UsageEvent, attribute_usage, heat_event
-from otel_processor.conventions import MODEL, OTHER, SpanRecord, normalize
+from otel_processor.conventions import MODEL, OTHER, UNCLASSIFIED, SpanRecord, normalize
 from otel_processor.directory import Directory
 from otel_processor.ledger import (
     Increment,
     heat_effects,
     unattributed_increments,
+    unclassified_increments,
     usage_increments,
 )
 from otel_processor.periods import PeriodSink
@@ -76,7 +77,8 @@ def effects_of(
     it, and the call that first takes the trace over a runaway limit adds one
     ``llm_runaway_traces{tenant, agent}`` (its billing tenant, its outermost agent or
     :data:`NO_AGENT`). Unattributed calls are not charged. An attributed call is also
-    added to ``periods``, in the calendar periods of its end (``periods.py``).
+    added to ``periods``, in the calendar periods of its end (``periods.py``). A record of
+    kind ``UNCLASSIFIED`` (made by the assembly at a trace's close) is unclassified usage.
     """
     if record.kind == MODEL:
         event = attribute_usage(record, ancestors, directory, prices)
@@ -88,6 +90,9 @@ def effects_of(
                 periods.add(event, record.end_ns)
             return out, None
         return unattributed_increments(event), None
+    if record.kind == UNCLASSIFIED:  # handed out by the assembly at a trace's close
+        return unclassified_increments(record.unclassified or "unknown_kind",
+                                       record.input_tokens + record.output_tokens), None
     heat = heat_event(record, ancestors, directory)
     if heat is None:
         return [], None

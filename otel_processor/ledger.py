@@ -84,6 +84,7 @@ class _UsageKeys:
 _MODEL_TOKENS = m.MODEL_TOKENS.name
 _MODEL_REQUESTS = m.MODEL_REQUESTS.name
 _MODEL_CACHE_TOKENS = m.MODEL_CACHE_TOKENS.name
+_MODEL_REASONING_TOKENS = m.MODEL_REASONING_TOKENS.name
 _MEMBER_TOKENS = m.MEMBER_TOKENS.name
 _AGENT_TOKENS = m.AGENT_TOKENS.name
 _WORKFLOW_TOKENS = m.WORKFLOW_TOKENS.name
@@ -131,6 +132,8 @@ def usage_increments(event: UsageEvent) -> list[Increment]:
         out.append((_MODEL_CACHE_TOKENS, keys.cache_read, event.cache_read_tokens))
     if event.cache_write_tokens:
         out.append((_MODEL_CACHE_TOKENS, keys.cache_write, event.cache_write_tokens))
+    if event.reasoning_tokens:
+        out.append((_MODEL_REASONING_TOKENS, keys.model, event.reasoning_tokens))
     if agent is not None:
         out.append((_AGENT_TOKENS, keys.agent_in, tin))
         out.append((_AGENT_TOKENS, keys.agent_out, tout))
@@ -168,6 +171,15 @@ def unattributed_increments(event: Unattributed) -> list[Increment]:
         if len(_REASONS) < 64:
             _REASONS[event.reason] = key
     return [(m.UNATTRIBUTED_TOKENS.name, key, event.tokens)]
+
+
+_UNCLASSIFIED_KEYS = {reason: (reason,) for reason in m.UNCLASSIFIED_REASONS}
+
+
+def unclassified_increments(reason: str, tokens: int) -> list[Increment]:
+    """Usage of a span that is no model call and counts nowhere else (input + output)."""
+    key = _UNCLASSIFIED_KEYS.get(reason) or (reason,)
+    return [(m.UNCLASSIFIED_USAGE_TOKENS.name, key, tokens)]
 
 
 #: (kind, owner tenant, asset) -> its increment (of 1); cleared when full, like _USAGE_KEYS

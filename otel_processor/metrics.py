@@ -30,6 +30,10 @@ MODEL_TOKENS = Family(
 MODEL_CACHE_TOKENS = Family(
     "llm_model_cache_tokens", "counter", ("tenant", "model", _T),
     "Cache read/write tokens (part of input) of the tenant's members by model.", (0, 1))
+MODEL_REASONING_TOKENS = Family(
+    "llm_model_reasoning_tokens", "counter", ("tenant", "model"),
+    "Reasoning tokens (part of output, priced as output) of the tenant's members by model.",
+    (0, 1))
 MODEL_REQUESTS = Family(
     "llm_model_requests", "counter", ("tenant", "model", "outcome"),
     "Model calls of the tenant's members by outcome.", (0, 1))
@@ -93,6 +97,12 @@ MEMBER_INFO = Family(
 UNATTRIBUTED_TOKENS = Family(
     "llm_unattributed_tokens", "counter", ("reason",),
     "Tokens excluded from cost metrics, by reason.")
+UNCLASSIFIED_USAGE_TOKENS = Family(
+    "llm_unclassified_usage_tokens", "counter", ("reason",),
+    "Tokens (input + output) reported by spans that are no model call, with no model call "
+    "under them that reported usage, by reason (the kind of span).")
+#: ``llm_unclassified_usage_tokens``' reasons: the kind of the span that reported usage.
+UNCLASSIFIED_REASONS = ("unknown_kind", "tool_span", "workflow_span")
 UNPRICED_TOKENS = Family(
     "llm_unpriced_tokens", "counter", ("model",),
     "Attributed tokens of models missing from the price catalog.", (0,))
@@ -186,11 +196,11 @@ HISTOGRAMS = (MODEL_DURATION, MODEL_TTFT)
 
 #: Counters kept in the ledger, in exposition order.
 LEDGER_COUNTERS = (
-    MODEL_TOKENS, MODEL_CACHE_TOKENS, MODEL_REQUESTS, AGENT_TOKENS, WORKFLOW_TOKENS,
-    MEMBER_TOKENS, MODEL_COST, AGENT_COST, WORKFLOW_COST, MEMBER_COST, SERVICE_TOKENS,
-    SERVICE_CALLS, RUNAWAY_TRACES, AGENT_INVOCATIONS, WORKFLOW_RUNS, UNATTRIBUTED_TOKENS,
-    UNPRICED_TOKENS, SPANS_RECEIVED, SPANS_REJECTED, DUPLICATE_SPANS, TRACES_FLUSHED,
-    SERIES_OVERFLOW,
+    MODEL_TOKENS, MODEL_CACHE_TOKENS, MODEL_REASONING_TOKENS, MODEL_REQUESTS, AGENT_TOKENS,
+    WORKFLOW_TOKENS, MEMBER_TOKENS, MODEL_COST, AGENT_COST, WORKFLOW_COST, MEMBER_COST,
+    SERVICE_TOKENS, SERVICE_CALLS, RUNAWAY_TRACES, AGENT_INVOCATIONS, WORKFLOW_RUNS,
+    UNATTRIBUTED_TOKENS, UNCLASSIFIED_USAGE_TOKENS, UNPRICED_TOKENS, SPANS_RECEIVED,
+    SPANS_REJECTED, DUPLICATE_SPANS, TRACES_FLUSHED, SERIES_OVERFLOW,
 )
 
 #: Ledger families behind the histograms: (name, label positions of ids).
@@ -202,6 +212,7 @@ HISTOGRAM_TABLES = tuple(
 #: Label sets that exist from the first scrape, at 0 (style habit 8).
 KNOWN_SERIES = {
     UNATTRIBUTED_TOKENS.name: (("no_caller",), ("not_member",), ("ambiguous_tenant",)),
+    UNCLASSIFIED_USAGE_TOKENS.name: tuple((reason,) for reason in UNCLASSIFIED_REASONS),
     SPANS_RECEIVED.name: (("otlp_http",), ("in_process",)),
     DUPLICATE_SPANS.name: ((),),
     TRACES_FLUSHED.name: (("complete",), ("timeout",), ("capacity",)),

@@ -781,6 +781,26 @@ def alerting_rules(config: Config) -> RuleFile:
             """,
         ),
         _alert(
+            c, "UnclassifiedUsage",
+            comment="""
+                Any token in the last hour on a span that is no model call, with no model call
+                under it that reported usage (llm_unclassified_usage_tokens_total): an
+                instrumentation whose model calls the exporter does not recognise. Those tokens
+                are in no tenant's metrics. The series exist at 0 from the first scrape, so
+                increase() sees the first tokens.
+            """,
+            expr="""
+                sum by (job, reason) (increase(llm_unclassified_usage_tokens_total[1h])) > 0
+            """,
+            for_="10m", severity="warning",
+            summary="LLM usage on spans that are not recognised as model calls.",
+            description="""
+                {{ $value | humanize }} tokens in the last hour were reported by spans of kind
+                {{ $labels.reason }} that {{ $labels.job }} does not recognise as model calls,
+                with no model call under them: they are in no tenant's metrics.
+            """,
+        ),
+        _alert(
             c, "SeriesOverflow",
             comment="""
                 An exporter folded ids into __overflow__ in the last hour: a metric reached

@@ -122,7 +122,9 @@ def test_protobuf_from_the_sdk_encoder_gives_back_ids_attributes_resource_status
         assert (wire.start_ns, wire.end_ns) == (span.start_time, span.end_time)
     chat = next(w for w in result.spans if w.name == "chat")
     assert chat.attributes == {"gen_ai.usage.input_tokens": 1200, "enduser.id": "alice"}
-    assert chat.resource_attributes == {"service.name": "bot", "tenant.id": "t1"}
+    # telemetry.sdk.name is read (OpenLIT's resources say "openlit"): kept with the rest
+    assert chat.resource_attributes == {"service.name": "bot", "tenant.id": "t1",
+                                        "telemetry.sdk.name": "opentelemetry"}
     assert chat.error is True
 
 

@@ -36,6 +36,7 @@ REQUIRED_ALERTS = {
     "CollectorExportFailed", "CollectorQueueFull", "CollectorSpansRefused",
     "BudgetWarning", "BudgetCritical", "BudgetExhausted", "BudgetBurnRateFast",
     "BudgetBurnRateSlow", "MonthEndOverBudget", "RunawayTrace", "CostSpike",
+    "UnclassifiedUsage",
 }
 #: The period and budget gauges of issue 10 the budget rules read, with their labels (gauges:
 #: no suffix). The rules may read them before otel_processor.metrics has them (they are being

@@ -190,7 +190,9 @@ def build(t: Text) -> dict:
           (8, bargauge(
               t("sre.unattributed.title"), t("sre.unattributed.description"), "locale",
               [target(total("llm_unattributed_tokens_total", "reason"), fmt=None,
-                      legend="{{reason}}")])),
+                      legend="{{reason}}"),
+               target(total("llm_unclassified_usage_tokens_total", "reason"), "B", fmt=None,
+                      legend=t("sre.unattributed.unclassified_legend"))])),
           (8, bargauge(
               t("sre.unpriced.title"), t("sre.unpriced.description"), "locale",
               [target(f"{total('llm_unpriced_tokens_total', 'model')} > 0", fmt=None,

@@ -320,7 +320,10 @@ TEXTS: dict[str, str] = {
                                     "in the time range: no_caller (no user id on the span or "
                                     "its ancestors), not_member (the caller is not a member of "
                                     "the tenant), ambiguous_tenant (no tenant given, member of "
-                                    "several).",
+                                    "several); and, as \"unclassified\", tokens on spans that "
+                                    "are no model call with no model call under them, by kind "
+                                    "of span (unknown_kind, tool_span, workflow_span).",
+    "sre.unattributed.unclassified_legend": "unclassified: {{reason}}",
     "sre.unpriced.title": "Unpriced tokens by model",
     "sre.unpriced.description": "Attributed tokens of models missing from the price catalog, "
                                 "in the time range: they have no cost. Add the model to the "

@@ -269,7 +269,10 @@ TEXTS: dict[str, str] = {
     "sre.unattributed.description": "所选时间范围内未计入任何租户成本指标的Token，按原因："
                                     "no_caller（span 及其祖先上没有用户ID）、not_member（调用者"
                                     "不是该租户的成员）、ambiguous_tenant（未指定租户且调用者属于"
-                                    "多个租户）。",
+                                    "多个租户）；以及“未识别用量”：不是模型调用、其下也没有报告用量的"
+                                    "模型调用的 span 上的Token，按 span 类型（unknown_kind、"
+                                    "tool_span、workflow_span）。",
+    "sre.unattributed.unclassified_legend": "未识别用量：{{reason}}",
     "sre.unpriced.title": "未定价Token（按模型）",
     "sre.unpriced.description": "所选时间范围内价格目录中没有的模型的已归属Token：它们没有费用。"
                                 "请把该模型加入价格目录。",
