@@ -5,18 +5,28 @@
 # tests/instrumentation/test_<name>.py. Exits non-zero if any venv fails to build or any
 # test fails.
 #
-#   bash .ci/instrumentation.sh                 # all three
-#   bash .ci/instrumentation.sh traceloop       # one (openai-v2 | traceloop | openinference)
+#   bash .ci/instrumentation.sh                 # all five
+#   bash .ci/instrumentation.sh traceloop       # one (openai-v2 | traceloop | openinference
+#                                               #      | litellm | vercel-ai)
+#
+# vercel-ai is a Node application (tests/instrumentation/node: the Vercel AI SDK and the
+# OpenTelemetry JS SDK, pinned by its package-lock.json): besides its venv (which only runs
+# pytest, the fake OpenAI server and the service), the script runs `npm ci --prefer-offline`
+# there, alongside the pip installs; it needs node (>= 20.6) and npm on PATH.
 #
 # Idempotent and fast on a re-run: a venv is (re)installed only when its requirements file,
 # pyproject.toml, the repo's path or the interpreter changed (a stamp file records them);
-# the editable install picks up source changes without reinstalling. Set PYTHON to choose
-# the interpreter (default: python3.11, else python3; needs >= 3.10).
+# the editable install picks up source changes without reinstalling. Likewise node_modules
+# is reinstalled only when package-lock.json or the node/npm versions changed (a stamp in
+# node_modules records them); npm's own cache (~/.npm) makes a reinstall offline. Set PYTHON
+# to choose the interpreter (default: python3.11, else python3; needs >= 3.10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-ALL=(openai-v2 traceloop openinference)
+ALL=(openai-v2 traceloop openinference litellm vercel-ai)
+# The instrumentations that are Node projects, and their directory (npm ci there).
+declare -A NODE_PROJECT=([vercel-ai]=tests/instrumentation/node)
 if [ "$#" -gt 0 ]; then NAMES=("$@"); else NAMES=("${ALL[@]}"); fi
 
 if [ -z "${PYTHON:-}" ]; then
@@ -66,8 +76,19 @@ for name in "${NAMES[@]}"; do
   fi
 done
 
+node_stamp_of() {  # DIR: what its node_modules was installed from: the lock, node, npm
+  { cat "$1/package-lock.json"; node --version; npm --version; } | sha256sum | cut -c1-64
+}
+
+npm_install() {  # DIR: npm ci, from npm's cache where it can; the stamp last
+  echo "instrumentation: npm ci in $1"
+  (cd "$1" && npm ci --prefer-offline --no-audit --no-fund --loglevel=warn) || return 1
+  node_stamp_of "$1" > "$1/node_modules/.llm-token-exporter-stamp"
+}
+
 failed=()
 stale=()
+stale_node=()
 for name in "${NAMES[@]}"; do
   venv=.venvs/$name
   if [ -x "$venv/bin/python" ] \
@@ -75,6 +96,17 @@ for name in "${NAMES[@]}"; do
     echo "instrumentation[$name]: venv up to date"
   else
     stale+=("$name")
+  fi
+  dir=${NODE_PROJECT[$name]:-}
+  [ -n "$dir" ] || continue
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "instrumentation[$name]: needs node (>= 20.6) and npm on PATH" >&2
+    exit 1
+  fi
+  if [ "$(cat "$dir/node_modules/.llm-token-exporter-stamp" 2>/dev/null)" = "$(node_stamp_of "$dir")" ]; then
+    echo "instrumentation[$name]: node_modules up to date"
+  else
+    stale_node+=("$name")
   fi
 done
 
@@ -85,7 +117,11 @@ show_log() {  # the log without pip's noise about this machine's optional local 
 # The pinned requirements install in parallel (mostly download and unpack), each with its
 # own log; the editable project installs one venv at a time, since each build writes the
 # same llm_token_exporter.egg-info in the work tree.
-declare -A PIDS SETUP_FAILED
+declare -A PIDS NODE_PIDS SETUP_FAILED
+for name in "${stale_node[@]}"; do
+  npm_install "${NODE_PROJECT[$name]}" > ".venvs/$name.npm.log" 2>&1 &
+  NODE_PIDS[$name]=$!
+done
 for name in "${stale[@]}"; do
   install_requirements "$name" > ".venvs/$name.log" 2>&1 &
   PIDS[$name]=$!
@@ -99,6 +135,19 @@ for name in "${stale[@]}"; do
     rm -f ".venvs/$name/.llm-token-exporter-stamp"
     SETUP_FAILED[$name]=1
     failed+=("$name (venv setup)")
+  fi
+done
+for name in "${stale_node[@]}"; do
+  if wait "${NODE_PIDS[$name]}"; then
+    cat ".venvs/$name.npm.log"
+  else
+    echo "instrumentation[$name]: npm ci FAILED; its log:" >&2
+    cat ".venvs/$name.npm.log" >&2
+    rm -f "${NODE_PROJECT[$name]}/node_modules/.llm-token-exporter-stamp"
+    if [ -z "${SETUP_FAILED[$name]:-}" ]; then
+      SETUP_FAILED[$name]=1
+      failed+=("$name (npm ci)")
+    fi
   fi
 done
 

@@ -16,6 +16,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from exporter import gateway as tenant_gateway
 from exporter.limits import Limits
 from exporter.otlp import OtlpError, decode_request, encode_response, encode_status
 from exporter.pipeline import Pipeline
@@ -187,10 +188,13 @@ def create_app(
     renderer=None,
     budgets: Budgets | None = None,
     api_token: str = "",
+    gateway: tenant_gateway.GatewayConfig | None = None,
 ) -> Flask:
     """The Flask application: routes from the Blueprint, state injected, no globals.
 
     ``readiness`` is a callable returning a list of problems (empty when ready).
+    ``gateway``: the tenant query gateway under /tenant-api/ (exporter/gateway.py); None or
+    not configured: /tenant-api/ answers 404.
     """
     limits = limits or Limits()
     app = Flask("llm_token_exporter")
@@ -210,4 +214,5 @@ def create_app(
         "backlog": lambda: 0,
     }
     app.register_blueprint(bp)
+    tenant_gateway.install(app, gateway or tenant_gateway.GatewayConfig())
     return app

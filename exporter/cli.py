@@ -1,4 +1,5 @@
-"""The ``llm-token-exporter`` command: ``serve``, ``demo``, ``check-config`` and ``report``.
+"""The ``llm-token-exporter`` command: ``serve``, ``demo``, ``check-config``, ``report`` and
+``grafana-provision``.
 
 Exit codes: 0 success; 1 ``check-config`` found a problem in the directory or the price catalog;
 2 a usage or configuration error, or a failure to start (one line on stderr, no traceback). The
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from exporter.config import CONFIG_ENV, ENV_PREFIX, Config, ConfigError, load_config
+from exporter.grafana_provision import DEFAULT_GATEWAY_URL as _GATEWAY_URL
+from exporter.grafana_provision import DEFAULT_PROVISIONING_PATH as _PROVISIONING_PATH
 
 DISTRIBUTION = "llm-token-exporter"
 _DEMO_LISTEN = "127.0.0.1:0"
@@ -136,6 +139,39 @@ def _parser() -> argparse.ArgumentParser:
                         help="table (costs to 6 decimals), csv or json (exact costs); "
                         "default table")
     report.set_defaults(run=_report)
+
+    provision = commands.add_parser(
+        "grafana-provision",
+        help="Grafana provisioning: one org per tenant, pinned to the tenant gateway",
+        description="Write, for every tenant of the directory with a gateway token in the "
+        "config (gateway.tenants), a Grafana org (orgs.json and create-orgs.sh: Grafana "
+        "cannot create orgs from files), its one data source at the tenant gateway with the "
+        "tenant's X-Tenant-Token, and the tenant dashboards without a tenant variable. "
+        "Step by step: docs/grafana-tenants.md.",
+        epilog="A token the config reads from token_env: VAR is written as $VAR, which "
+        "Grafana expands from its own environment: VAR need not be set here.",
+    )
+    provision.add_argument("--config", metavar="FILE",
+                           help=f"YAML config file with gateway.tenants (env {CONFIG_ENV})")
+    provision.add_argument("--directory", metavar="FILE_OR_URL",
+                           help="the tenant directory (default: the config's)")
+    provision.add_argument("--out", metavar="DIR", required=True,
+                           help="where to write orgs.json, create-orgs.sh and provisioning/")
+    provision.add_argument("--gateway-url", metavar="URL", default=_GATEWAY_URL,
+                           help=f"the gateway as Grafana reaches it (default {_GATEWAY_URL})")
+    provision.add_argument("--lang", choices=("en", "zh", "both"), default="both",
+                           help="the dashboards' language(s) (default both)")
+    provision.add_argument("--dashboards", metavar="DIR",
+                           help="the generated dashboards, DIR/<lang>/llm-tenant-*.json "
+                           "(default: grafana/dashboards of the source tree)")
+    provision.add_argument("--provisioning-path", metavar="PATH",
+                           default=_PROVISIONING_PATH,
+                           help="Grafana's provisioning directory as Grafana sees it, for "
+                           f"the dashboard providers' paths (default {_PROVISIONING_PATH})")
+    provision.add_argument("--strict", action="store_true",
+                           help="a directory tenant without a gateway token is an error "
+                           "(exit 1, nothing written), not a warning")
+    provision.set_defaults(run=_grafana_provision)
     return parser
 
 
@@ -305,6 +341,90 @@ def _report(args: argparse.Namespace) -> int:
     except ReportError as exc:
         return _fail("report", str(exc))
     sys.stdout.write(FORMATTERS[args.format](report))
+    return 0
+
+
+def _grafana_provision(args: argparse.Namespace) -> int:
+    """Exit 0 when written (warnings on standard error), 1 when ``--strict`` refuses a tenant
+    or no tenant has a token, 2 when the config, the directory or the dashboards do not
+    load. A ``token_env`` variable not set here stands in with a placeholder: the data
+    source only references it."""
+    import os
+
+    from exporter import grafana_provision as gp
+    from otel_processor.directory import DirectoryError
+    from otel_processor.directory_source import load_directory
+
+    command = "grafana-provision"
+    path = args.config
+    if path is None and os.environ.get(CONFIG_ENV, "").strip():
+        path = os.environ[CONFIG_ENV].strip()
+    env_names = gp.token_env_names(path)
+    env = dict(os.environ)
+    unset = sorted({v for v in env_names.values() if not env.get(v, "").strip()})
+    env.update({v: gp.placeholder_token(v) for v in unset})
+    config = load_config(path, env=env, overrides=_overrides(args, "directory"))
+    if not config.gateway.tenants:
+        return _fail(command, "the config has no gateway.tenants (the tenant gateway: "
+                              "docs/tenant-gateway.md)")
+    url = args.gateway_url.rstrip("/")
+    if not url.lower().startswith(("http://", "https://")):
+        return _fail(command, f"--gateway-url {args.gateway_url!r}: must be an http(s) URL")
+    try:
+        directory = load_directory(config.directory_source, timeout=config.directory_timeout)
+    except DirectoryError as exc:
+        return _fail(command, f"directory: {exc}")
+    secrets: dict[str, gp.TenantSecret] = {}
+    problems: list[str] = []
+    for t in config.gateway.tenants:
+        var = env_names.get(t.name, "")
+        if var and not gp.ENV_NAME.fullmatch(var):
+            problems.append(f"tenant {t.name}: token_env {var!r} is no variable name Grafana "
+                            "expands (letters, digits, _)")
+        else:
+            secrets[t.name] = gp.TenantSecret(t.name, var, "" if var else t.token)
+    tenants = list(directory.tenants)
+    gateway_names = {t.name for t in config.gateway.tenants}
+    problems += [f"tenant {t}: no gateway token (gateway.tenants.{t} in the config)"
+                 for t in tenants if t not in gateway_names]
+    if args.strict and problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    if not any(t in secrets for t in tenants):
+        for problem in problems:
+            print(f"warning: {problem}", file=sys.stderr)
+        print(f"{DISTRIBUTION} {command}: no tenant of the directory has a gateway token: "
+              "nothing written", file=sys.stderr)
+        return 1
+    bad_env = [p for p in problems if "token_env" in p]
+    reported = tuple(p.split(": token_env")[0] + ":" for p in bad_env)  # "tenant X:"
+    if args.dashboards:
+        dashboards = pathlib.Path(args.dashboards)
+    else:
+        dashboards = pathlib.Path(__file__).resolve().parent.parent / "grafana" / "dashboards"
+    languages = ("en", "zh") if args.lang == "both" else (args.lang,)
+    try:
+        done = gp.provision(pathlib.Path(args.out), tenants, secrets, gateway_url=url,
+                            languages=languages, dashboards=dashboards,
+                            provisioning_path=args.provisioning_path)
+    except gp.ProvisionError as exc:
+        return _fail(command, str(exc))
+    except OSError as exc:
+        return _fail(command, f"cannot write {args.out}: {exc.strerror or exc}")
+    warnings = [w for w in done.warnings if not w.startswith(reported)]
+    for line in [f"{p}: skipped" for p in bad_env] + warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    for var in unset:
+        users = sorted(t for t, v in env_names.items() if v == var and t in done.orgs)
+        if users:
+            print(f"note: {var} is not set here; Grafana must have it in its environment "
+                  f"(tenant {', '.join(users)})", file=sys.stderr)
+    for note in done.notes:
+        print(f"note: {note}", file=sys.stderr)
+    orgs = ", ".join(f"{t} (org {i})" for t, i in done.orgs.items())
+    print(f"wrote {_plural(len(done.orgs), 'tenant')} under {args.out}: {orgs}; "
+          f"run {pathlib.Path(args.out) / 'create-orgs.sh'} before Grafana reads them")
     return 0
 
 

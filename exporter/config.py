@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from exporter import limits, pipeline, store
+from exporter.gateway import GatewayConfig
 from otel_processor import assembly
 from otel_processor.directory_source import (
     DEFAULT_REFRESH_INTERVAL,
@@ -202,6 +203,12 @@ class Config:
     log_level: str = _key(
         "INFO", "a log level", _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     )
+    #: The tenant query gateway under /tenant-api/ (docs/tenant-gateway.md): a mapping,
+    #: in the config file only (prometheus_url, tenants: {id: {token_env|token}}, timeout);
+    #: {} is off. Its tokens are secrets.
+    gateway: GatewayConfig = _key(
+        GatewayConfig(), "a mapping in the config file", GatewayConfig.parse, secret=True
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -233,6 +240,11 @@ _FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(C
 
 def _coerce(kind: type, value: Any) -> Any:
     """``value`` (text from the environment or a flag, or a YAML scalar) as ``kind``."""
+    if kind is GatewayConfig:  # a mapping, checked by GatewayConfig.parse
+        if isinstance(value, (Mapping, GatewayConfig)):
+            return value
+        raise ValueError("must be a mapping in the config file (prometheus_url, tenants), "
+                         "not a single value")
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
         if kind is bool:
@@ -282,6 +294,17 @@ def _unknown(name: str, source: str, known: list[str]) -> ConfigError:
     return ConfigError(f"unknown key {name!r} (from {source}){hint}", key=name, source=source)
 
 
+def _with_env(name: str, value: Any, env: Mapping[str, str], source: str) -> Any:
+    """The gateway's mapping, checked, its ``token_env`` read from ``env`` (load_config's)."""
+    if name != "gateway" or not isinstance(value, Mapping):
+        return value
+    try:
+        return GatewayConfig.parse(value, env)
+    except ValueError as exc:
+        message = f"gateway={_REDACTED} (from {source}): {exc}"
+        raise ConfigError(message, key="gateway", source=source) from None
+
+
 def _read_file(path: str, source: str) -> Mapping:
     where = f"config file {path!r}" + (f" (from {source})" if source else "")
     try:
@@ -326,7 +349,7 @@ def load_config(
             if name not in _FIELDS:
                 raise _unknown(str(name), where, list(_FIELDS))
             if value is not None:
-                chosen[name] = _accept(_FIELDS[name], value, where)
+                chosen[name] = _accept(_FIELDS[name], _with_env(name, value, env, where), where)
     for var, value in env.items():
         if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
             continue
@@ -341,5 +364,6 @@ def load_config(
         if name not in _FIELDS:
             raise _unknown(name, "overrides", list(_FIELDS))
         if value is not None:
-            chosen[name] = _accept(_FIELDS[name], value, "--" + name.replace("_", "-"))
+            source = "--" + name.replace("_", "-")
+            chosen[name] = _accept(_FIELDS[name], _with_env(name, value, env, source), source)
     return Config(**chosen)

@@ -133,6 +133,7 @@ def build_service(config: Config, *, clock: Callable[[], float] = time.time) -> 
         renderer=Renderer(collector),
         budgets=budgets,
         api_token=config.api_token,
+        gateway=config.gateway,
     )
     directory.start()
     pipeline.start()
@@ -248,6 +249,10 @@ def describe_startup(config: Config, service: Service) -> list[tuple[int, str]]:
                       f"ingest: UNAUTHENTICATED on {config.listen}: anyone who reaches this port "
                       "can post usage billed to any member; set auth_token "
                       "(LLM_TOKEN_EXPORTER_AUTH_TOKEN)"))
+    if config.gateway.enabled:
+        lines.append((logging.INFO, f"tenant gateway: /tenant-api/ -> "
+                      f"{config.gateway.prometheus_url} for "
+                      f"{len(config.gateway.tenants)} tenant(s)"))
     return lines
 
 

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 
 from opentelemetry.context import Context
@@ -57,6 +57,9 @@ _DEFAULT_MAX_OPEN_TRACES = 50_000
 #: A trace with a span that never ends is attributed with what is known after this.
 _DEFAULT_TRACE_TIMEOUT = 300.0
 _DEFAULT_SCHEDULE_DELAY = 0.1  # seconds the worker sleeps between drains
+#: A trace whose spans have all ended is attributed at once and kept this long as context,
+#: for a span that starts after its parent ended.
+_DEFAULT_CONTEXT_LINGER = 30.0
 _DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 _THREAD_NAME = "otel-processor-token-attribution"
 _TRANSPORT = ("in_process",)
@@ -91,6 +94,10 @@ class TokenAttributionProcessor(SpanProcessor):
             (``llm_exporter_traces_flushed_total{reason="capacity"}``).
         trace_timeout: seconds after which a trace with a span that never ended is
             attributed with what is known (``reason="timeout"``).
+        context_linger: seconds a trace whose spans have all ended is kept, already
+            attributed, as context for a span that starts only after its parent ended
+            (LiteLLM writes its span from a logging thread after the call returns);
+            ``force_flush`` and ``shutdown`` close them at once.
         runaway_max_calls / runaway_max_tokens: a trace whose attributed model calls go over
             this many calls, or this many tokens (input + output), counts once in
             ``llm_runaway_traces_total{tenant, agent}``; 0 turns a limit off.
@@ -124,13 +131,15 @@ class TokenAttributionProcessor(SpanProcessor):
         budgets: str | os.PathLike | Budgets | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        context_linger: float = _DEFAULT_CONTEXT_LINGER,
     ) -> None:
         for name, value in (("max_queue_size", max_queue_size),
                             ("max_open_spans", max_open_spans),
                             ("max_open_traces", max_open_traces)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name, value in (("trace_timeout", trace_timeout), ("schedule_delay", schedule_delay)):
+        for name, value in (("trace_timeout", trace_timeout), ("schedule_delay", schedule_delay),
+                            ("context_linger", context_linger)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         check_runaway_limits(runaway_max_calls, runaway_max_tokens)
@@ -156,6 +165,7 @@ class TokenAttributionProcessor(SpanProcessor):
         self._clock = clock
         self._max_queue = max_queue_size
         self._delay = float(schedule_delay)
+        self._linger = float(context_linger)
         self._assembler_args = dict(idle_timeout=float(trace_timeout), max_traces=max_open_traces,
                                     max_spans=max_open_spans,
                                     runaway_max_calls=runaway_max_calls,
@@ -192,6 +202,9 @@ class TokenAttributionProcessor(SpanProcessor):
         self._drops_lock = threading.Lock()
         self._drops: dict[str, int] = {}  # reason -> spans not queued; guarded by _drops_lock
         self._assembler = Assembler(**self._assembler_args)  # worker thread only
+        # traces whose spans have all ended -> when; kept as context until the linger
+        # passes (oldest first); worker only
+        self._finished: OrderedDict[int, float] = OrderedDict()
         # increments and users planned but not yet committed (a failing store); worker only
         self._unsaved: dict[tuple[str, tuple[str, ...]], int] = {}
         self._unsaved_users: dict[tuple[str, str, str], None] = {}
@@ -288,9 +301,14 @@ class TokenAttributionProcessor(SpanProcessor):
             received += 1
             trace_id = self._ended(item, assembler, increments, now)
             if trace_id is not None and assembler.finished(trace_id):
-                self._attribute(assembler.close(trace_id), directory, prices, increments, users,
-                                sink)
-        closed = assembler.close_over_capacity() + assembler.close_idle(now)
+                # attributed now; kept as context for a span that starts late (LiteLLM
+                # writes its span from a logging thread once the call has returned)
+                self._attribute_ready(assembler.ready(trace_id), directory, prices,
+                                      increments, users, sink)
+                self._finished[trace_id] = now
+                self._finished.move_to_end(trace_id)
+        closed = self._close_finished(now, everything=final or bool(flushes))
+        closed += assembler.close_over_capacity() + assembler.close_idle(now)
         if final:
             closed += list(assembler.close_all())
         for c in closed:
@@ -351,12 +369,35 @@ class TokenAttributionProcessor(SpanProcessor):
         assembler.add(trace_id, span_id, parent_id, record, now=now)
         return trace_id
 
+    def _close_finished(self, now: float, *, everything: bool) -> list[Closed]:
+        """Close the traces whose spans have all ended, once they have been kept
+        ``context_linger`` seconds as context (all of them at a flush or shutdown)."""
+        finished, closed = self._finished, []
+        deadline = now - self._linger
+        while finished:
+            trace_id, at = next(iter(finished.items()))
+            if not everything and at > deadline:
+                break
+            del finished[trace_id]
+            if self._assembler.finished(trace_id):  # else reopened: back when it ends
+                c = self._assembler.close(trace_id)
+                if c is not None:
+                    closed.append(c)
+        return closed
+
     @staticmethod
     def _attribute(closed: Closed | None, directory, prices, increments, users,
                    sink: PeriodSink) -> None:
         if closed is None:
             return
-        for ready in closed.leftovers:
+        TokenAttributionProcessor._attribute_ready(closed.leftovers, directory, prices,
+                                                   increments, users, sink)
+        increments.append((m.TRACES_FLUSHED.name, (closed.reason,), 1))
+
+    @staticmethod
+    def _attribute_ready(readys, directory, prices, increments, users,
+                         sink: PeriodSink) -> None:
+        for ready in readys:
             try:
                 found, user = effects_of(ready.record, ready.ancestors, directory, prices,
                                          ready.usage, sink)
@@ -367,7 +408,6 @@ class TokenAttributionProcessor(SpanProcessor):
             increments += found
             if user is not None:
                 users.append(user)
-        increments.append((m.TRACES_FLUSHED.name, (closed.reason,), 1))
 
     def _commit(self, increments: list[Increment], users: list[tuple[str, str, str]],
                 periods: dict | None = None) -> None:

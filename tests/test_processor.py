@@ -378,3 +378,31 @@ def test_with_a_state_dir_counters_survive_a_restart_of_the_host(tmp_path):
     assert registry.get_sample_value("llm_agent_users",
                                      {"owner_tenant": "acme", "agent": "support-bot"}) == 1
     second.shutdown()
+
+
+def test_a_span_that_starts_after_its_parent_ended_still_finds_it(pipeline):
+    """LiteLLM writes its model-call span from a logging thread once the call returned:
+    the agent span above it has often ended, and the worker has seen its trace finish.
+    The trace stays as context (``context_linger``) and the late span counts for its agent."""
+    p = pipeline()
+    tracer = p.tracer
+    with tracer.start_as_current_span(
+        "invoke_agent support-bot",
+        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": "support-bot",
+                    **caller("alice", "acme")},
+    ) as parent:
+        ctx = trace.set_span_in_context(parent)
+    time.sleep(0.5)  # the worker drains (every 0.1 s): the trace is finished, lingering
+    start = time.time_ns() - 10**9  # started before it was written, as LiteLLM's is
+    late = tracer.start_span("chat gpt-4o", context=ctx, start_time=start, attributes={
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+        "gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 8})
+    late.end()
+    assert p.tokens("llm_agent_tokens_total", tenant="acme", agent="support-bot") == 20
+    assert p.tokens("llm_member_tokens_total", tenant="acme", member="alice") == 20
+    assert p.value("llm_exporter_traces_flushed_total", reason="complete") == 1
+
+
+def test_context_linger_must_be_positive():
+    with pytest.raises(ValueError, match="context_linger"):
+        TokenAttributionProcessor(WORKED_EXAMPLE_DIRECTORY, context_linger=0)
