@@ -156,6 +156,12 @@ def budget(tenant: str) -> Response:
 @bp.get("/metrics")
 def metrics() -> Response:
     state = _state()
+    token = state["metrics_token"]
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return Response("missing or wrong bearer token\n", status=401,
+                            content_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
     encoder, content_type = choose_encoder(request.headers.get("Accept"))
     renderer = state["renderer"]
     if renderer is None:
@@ -188,6 +194,7 @@ def create_app(
     renderer=None,
     budgets: Budgets | None = None,
     api_token: str = "",
+    metrics_token: str = "",
     gateway: tenant_gateway.GatewayConfig | None = None,
 ) -> Flask:
     """The Flask application: routes from the Blueprint, state injected, no globals.
@@ -205,6 +212,7 @@ def create_app(
         "limits": limits,
         "auth_token": auth_token,
         "api_token": api_token or auth_token,
+        "metrics_token": metrics_token,
         "budgets": budgets or Budgets(),
         # renders the registry's collector faster (otel_processor/exposition.py); None:
         # prometheus-client renders the registry

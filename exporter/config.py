@@ -142,6 +142,9 @@ class Config:
     #: The bearer token GET /v1/budgets requires (a gateway's budget pre-check); "" is
     #: auth_token, and no authentication when that is "" too.
     api_token: str = _key("", "a token without whitespace", _no_whitespace, secret=True)
+    #: The bearer token GET /metrics requires ("" is none): /metrics lists every member of
+    #: every tenant (docs/threat-model.md); give it to Prometheus as credentials_file.
+    metrics_token: str = _key("", "a token without whitespace", _no_whitespace, secret=True)
     max_body_bytes: int = _key(limits.DEFAULT_MAX_BODY_BYTES, "a positive integer", _positive)
     max_decompressed_bytes: int = _key(
         limits.DEFAULT_MAX_DECOMPRESSED_BYTES, "a positive integer", _positive

@@ -133,6 +133,7 @@ def build_service(config: Config, *, clock: Callable[[], float] = time.time) -> 
         renderer=Renderer(collector),
         budgets=budgets,
         api_token=config.api_token,
+        metrics_token=config.metrics_token,
         gateway=config.gateway,
     )
     directory.start()
@@ -249,6 +250,12 @@ def describe_startup(config: Config, service: Service) -> list[tuple[int, str]]:
                       f"ingest: UNAUTHENTICATED on {config.listen}: anyone who reaches this port "
                       "can post usage billed to any member; set auth_token "
                       "(LLM_TOKEN_EXPORTER_AUTH_TOKEN)"))
+    if config.metrics_token:
+        lines.append((logging.INFO, "metrics: GET /metrics requires its bearer token"))
+    elif not _loopback(config.host):
+        lines.append((logging.INFO,
+                      f"metrics: GET /metrics is open on {config.listen} and lists every member"
+                      " of every tenant; set metrics_token unless only Prometheus reaches it"))
     if config.gateway.enabled:
         lines.append((logging.INFO, f"tenant gateway: /tenant-api/ -> "
                       f"{config.gateway.prometheus_url} for "

@@ -34,7 +34,7 @@ class Prometheus:
 
     def __init__(self, workdir: Path, targets: list[str], interval: str = "1s",
                  rule_files: list[str] = (), tsdb: Path | None = None,
-                 extra_args: list[str] = ()) -> None:
+                 extra_args: list[str] = (), bearer_token_file: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +54,9 @@ class Prometheus:
                 "    static_configs:",
                 f"      - targets: [{', '.join(repr(t) for t in targets)}]",
             ]
+            if bearer_token_file is not None:
+                lines += ["    authorization:", "      type: Bearer",
+                          f"      credentials_file: {bearer_token_file}"]
         config.write_text("\n".join(lines) + "\n")
         self._log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 (closed in stop)
         self._proc = subprocess.Popen(

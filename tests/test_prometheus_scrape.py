@@ -56,3 +56,33 @@ def test_prometheus_sees_exact_totals_before_and_after_an_exporter_restart(tmp_p
         assert resets == 0
     finally:
         running.stop()
+
+
+def test_a_metrics_token_keeps_strangers_out_and_prometheus_in(tmp_path):
+    """``metrics_token``: /metrics lists every member of every tenant; Prometheus scrapes it
+    with the token from a credentials file."""
+    import requests
+
+    port = free_port()
+    config = Config(listen=f"127.0.0.1:{port}", directory=str(WORKED_EXAMPLE_DIRECTORY),
+                    state_dir=str(tmp_path / "state"), threads=4,
+                    metrics_token="scrape-secret-0123456789")
+    running = start_server(config)
+    token_file = tmp_path / "token"
+    token_file.write_text("scrape-secret-0123456789\n")
+    prom = Prometheus(tmp_path / "prom", [f"127.0.0.1:{port}"], bearer_token_file=token_file)
+    try:
+        r = requests.get(running.url + "/metrics", timeout=10)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+        assert "alice" not in r.text
+        wrong = requests.get(running.url + "/metrics", timeout=10,
+                             headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        svc.send_live(running.url, worked_example)
+        for expr, expected in QUERIES.items():
+            assert prom.wait_for(expr, expected) == expected, expr
+        assert prom.wait_for('up{job="llm-token-exporter"}', 1) == 1
+        assert requests.get(running.url + "/healthz", timeout=10).status_code == 200
+    finally:
+        prom.stop()
+        running.stop()
