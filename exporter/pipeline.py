@@ -357,8 +357,7 @@ class Pipeline:
         key = ready.trace_id + ready.span_id
         new = g.new.get(key)
         if new is not None:
-            g.new[key] = PendingSpan(new.trace_id, new.span_id, new.parent_id, new.record, True,
-                                     new.received_at)
+            new.attributed = True  # built by this group, not committed yet: nobody else holds it
         else:
             g.batch.attributed.append((ready.trace_id, ready.span_id))
         increments += found

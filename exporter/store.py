@@ -282,9 +282,9 @@ class StateDirLocked(StoreError):
     """
 
 
-@dataclass(frozen=True, slots=True)
-class PendingSpan:
-    """A span kept until its trace is attributed (or dropped)."""
+@dataclass(slots=True)  # not frozen: two are built per span received, and frozen init
+class PendingSpan:  # is about 4x slower (it sets each field through object.__setattr__)
+    """A span kept until its trace is attributed (or dropped); never changed once built."""
 
     trace_id: bytes  # 16 bytes
     span_id: bytes  # 8 bytes

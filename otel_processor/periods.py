@@ -185,9 +185,18 @@ class PeriodSink:
     def rows(self) -> dict[RowKey, list[int]]:
         """The group's rows, summed by key (built on each access: read it once)."""
         out: dict[RowKey, list[int]] = {}
-        for combination, amounts in self._calls.items():
-            for key in _keys(*combination):
-                add_amounts(out, key, amounts)
+        get = out.get
+        for combination, (a0, a1, a2, a3, a4) in self._calls.items():
+            for key in _keys(*combination):  # add_amounts, inlined: about 5 rows per call
+                row = get(key)
+                if row is None:
+                    out[key] = [a0, a1, a2, a3, a4]
+                else:
+                    row[0] += a0
+                    row[1] += a1
+                    row[2] += a2
+                    row[3] += a3
+                    row[4] += a4
         return out
 
 
