@@ -323,6 +323,10 @@ class Assembler:
             out.append(self._close(next(iter(self._client_traces[heaviest])), CAPACITY))
         return out
 
+    @property
+    def over_capacity(self) -> bool:
+        return len(self._traces) > self._max_traces or self._span_count > self._max_spans
+
     def close(self, trace_id, reason: str = COMPLETE) -> Closed | None:
         """Close one trace now (its spans are all in); None when it is not open."""
         if trace_id not in self._traces:

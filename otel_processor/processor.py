@@ -371,16 +371,20 @@ class TokenAttributionProcessor(SpanProcessor):
 
     def _close_finished(self, now: float, *, everything: bool) -> list[Closed]:
         """Close the traces whose spans have all ended, once they have been kept
-        ``context_linger`` seconds as context (all of them at a flush or shutdown)."""
+        ``context_linger`` seconds as context (all of them at a flush or shutdown, and as
+        many as it takes when the open traces are over a bound)."""
         finished, closed = self._finished, []
         deadline = now - self._linger
+        assembler = self._assembler
         while finished:
             trace_id, at = next(iter(finished.items()))
-            if not everything and at > deadline:
+            # past a bound, finished traces go first (complete, nothing lost), open ones
+            # only if that is not enough (close_over_capacity)
+            if not everything and at > deadline and not assembler.over_capacity:
                 break
             del finished[trace_id]
-            if self._assembler.finished(trace_id):  # else reopened: back when it ends
-                c = self._assembler.close(trace_id)
+            if assembler.finished(trace_id):  # else reopened: back when it ends
+                c = assembler.close(trace_id)
                 if c is not None:
                     closed.append(c)
         return closed

@@ -406,3 +406,22 @@ def test_a_span_that_starts_after_its_parent_ended_still_finds_it(pipeline):
 def test_context_linger_must_be_positive():
     with pytest.raises(ValueError, match="context_linger"):
         TokenAttributionProcessor(WORKED_EXAMPLE_DIRECTORY, context_linger=0)
+
+
+def test_finished_traces_make_room_before_open_ones_are_flushed_for_capacity(pipeline):
+    """Traces kept as context (all their spans ended) are closed as complete when the
+    bounds are reached: capacity flushes stay for traces still open."""
+    p = pipeline(max_open_traces=5, context_linger=3600)
+    for i in range(20):
+        with p.tracer.start_as_current_span(
+            f"invoke_agent support-bot {i}",
+            attributes={"gen_ai.operation.name": "invoke_agent",
+                        "gen_ai.agent.id": "support-bot", **caller("alice", "acme")},
+        ):
+            chat(p.tracer, "gpt-4o", 3, 2)
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert p.processor._assembler.open_traces <= 5
+    assert p.value("llm_exporter_traces_flushed_total", reason="capacity") == 0
+    assert p.tokens("llm_agent_tokens_total", tenant="acme", agent="support-bot") == 100
+    assert p.value("llm_exporter_traces_flushed_total", reason="complete") == 20
