@@ -394,16 +394,29 @@ def span_kind(attributes: Mapping) -> str:
     return kind_of(scan(attributes))
 
 
-def _metadata_tenant(found: Mapping) -> str | None:
+def _metadata_ids(found: Mapping, caller: bool, tenant: bool) -> tuple[str | None, str | None]:
+    """(caller, tenant) from the keys ``user_id`` and ``tenant_id`` of the JSON ``metadata``
+    attribute (OpenInference's ``using_attributes(metadata=...)``, pydantic-ai's run
+    ``metadata=``), each only where asked (no attribute of the tables named it). Parsed
+    only when the attribute is present and names one of the keys."""
     raw = found.get("metadata")
-    if not isinstance(raw, str) or "tenant_id" not in raw:
-        return None
+    if not isinstance(raw, str):
+        return None, None
+    caller = caller and "user_id" in raw
+    tenant = tenant and "tenant_id" in raw
+    if not (caller or tenant):
+        return None, None
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's limit
-        return None
-    value = doc.get("tenant_id") if isinstance(doc, dict) else None
-    return _ident({"metadata.tenant_id": value}, "metadata.tenant_id")
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    return (
+        _ident({"metadata.user_id": doc.get("user_id")}, "metadata.user_id") if caller else None,
+        _ident({"metadata.tenant_id": doc.get("tenant_id")}, "metadata.tenant_id")
+        if tenant else None,
+    )
 
 
 def _openinference_model(found: Mapping) -> str | None:
@@ -584,7 +597,11 @@ def _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns, ope
         found = _without_placeholder(found)
     kind = kind_of(found)
     caller = (_ident(found, "caller") if "caller" in found else None)
-    tenant = (_ident(found, "tenant") if "tenant" in found else _metadata_tenant(found))
+    tenant = (_ident(found, "tenant") if "tenant" in found else None)
+    if "metadata" in found and (caller is None or tenant is None):
+        meta_caller, meta_tenant = _metadata_ids(found, caller is None, tenant is None)
+        caller = caller or meta_caller
+        tenant = tenant or meta_tenant
     outcome = "error" if error or "error_type" in found else "ok"
     conversation = _ident(found, "conversation") if "conversation" in found else None
     if kind == MODEL:

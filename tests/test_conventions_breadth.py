@@ -373,3 +373,62 @@ def test_usage_on_spans_that_are_no_model_call_is_unclassified(make):
     assert unclassified(p) == {"unknown_kind": 77, "tool_span": 20, "workflow_span": 10}
     assert tokens(p, "acme", "gpt-4o") == (5, 1)
     assert p.value("llm_unattributed_tokens_total", reason="no_caller") == 0
+
+
+# -- pydantic-ai: the caller and tenant in the run's JSON metadata ------------------------------
+
+#: The agent run span pydantic-ai-slim 2.68.0 ends (tests/instrumentation/EMITTED.md).
+PYDANTIC_AI_AGENT = {
+    "model_name": "gpt-4o", "agent_name": "support-bot", "gen_ai.agent.name": "support-bot",
+    "gen_ai.operation.name": "invoke_agent", "logfire.msg": "support-bot run",
+    "gen_ai.aggregated_usage.input_tokens": 100, "gen_ai.aggregated_usage.output_tokens": 50,
+    "metadata": '{"user_id":"alice","tenant_id":"acme"}',
+}
+
+
+def test_pydantic_ai_metadata_names_the_caller_and_the_tenant():
+    record = normalize(PYDANTIC_AI_AGENT)
+    assert (record.kind, record.agent_id) == ("agent", "support-bot")
+    assert (record.caller, record.tenant) == ("alice", "acme")
+    assert record.input_tokens == 0  # gen_ai.aggregated_usage.* is not read
+    # an attribute of the tables wins, field by field
+    record = normalize({**PYDANTIC_AI_AGENT, "enduser.id": "bob"})
+    assert (record.caller, record.tenant) == ("bob", "acme")
+    record = normalize({**PYDANTIC_AI_AGENT, "tenant.id": "globex"})
+    assert (record.caller, record.tenant) == ("alice", "globex")
+    # an integer id is read as OpenInference's metadata tenant always was
+    assert normalize({"metadata": '{"user_id": 42}'}).caller == "42"
+    # not JSON, not an object, or no such key: nothing
+    for raw in ("user_id=alice", '["user_id"]', '{"user_ids": "alice"}', '{"user_id": null}'):
+        assert normalize({"metadata": raw}).caller is None, raw
+
+
+def test_metadata_json_is_parsed_only_when_it_can_name_a_missing_field(monkeypatch):
+    import otel_processor.conventions as conventions
+
+    calls = []
+    real = conventions.json.loads
+    monkeypatch.setattr(conventions.json, "loads", lambda raw: calls.append(raw) or real(raw))
+    normalize({"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "a"})
+    normalize({"metadata": '{"session": "s1"}'})  # names neither key
+    normalize({**PYDANTIC_AI_AGENT, "enduser.id": "bob", "tenant.id": "acme"})
+    assert calls == []
+    normalize(PYDANTIC_AI_AGENT)
+    assert len(calls) == 1  # once for both fields
+
+
+def test_pydantic_ai_metadata_written_when_the_agent_span_ends_counts(make):
+    """The run's metadata is set on the agent span after its model call ended."""
+    p = make()
+    attrs = {k: v for k, v in PYDANTIC_AI_AGENT.items() if k != "metadata"}
+    with span(p, "invoke_agent support-bot", **attrs) as agent:
+        with span(p, "chat gpt-4o", **{"gen_ai.operation.name": "chat",
+                                       "gen_ai.request.model": "gpt-4o",
+                                       "gen_ai.usage.input_tokens": 100,
+                                       "gen_ai.usage.output_tokens": 50}):
+            pass
+        agent.set_attribute("metadata", '{"user_id":"bob","tenant_id":"acme"}')
+    closed(p, 1)
+    assert tokens(p, "acme", "gpt-4o") == (100, 50)
+    assert p.value("llm_member_tokens_total", tenant="acme", member="bob", type="input") == 100
+    assert p.value("llm_unattributed_tokens_total", reason="no_caller") == 0
