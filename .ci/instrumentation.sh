@@ -5,9 +5,10 @@
 # tests/instrumentation/test_<name>.py. Exits non-zero if any venv fails to build or any
 # test fails.
 #
-#   bash .ci/instrumentation.sh                 # all seven
+#   bash .ci/instrumentation.sh                 # all eight
 #   bash .ci/instrumentation.sh traceloop       # one (openai-v2 | traceloop | openinference
-#                                               #      | litellm | vercel-ai | pydantic-ai | openlit)
+#                                               #      | litellm | vercel-ai | pydantic-ai | openlit | langchain)
+#                                               #      | langchain)
 #
 # vercel-ai is a Node application (tests/instrumentation/node: the Vercel AI SDK and the
 # OpenTelemetry JS SDK, pinned by its package-lock.json): besides its venv (which only runs
@@ -24,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-ALL=(openai-v2 traceloop openinference litellm vercel-ai pydantic-ai openlit)
+ALL=(openai-v2 traceloop openinference litellm vercel-ai pydantic-ai openlit langchain)
 # The instrumentations that are Node projects, and their directory (npm ci there).
 declare -A NODE_PROJECT=([vercel-ai]=tests/instrumentation/node)
 if [ "$#" -gt 0 ]; then NAMES=("$@"); else NAMES=("${ALL[@]}"); fi

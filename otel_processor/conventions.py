@@ -419,6 +419,20 @@ def _metadata_ids(found: Mapping, caller: bool, tenant: bool) -> tuple[str | Non
     )
 
 
+def _is_langgraph_node(found: Mapping) -> bool:
+    """Whether an OpenInference span is a LangGraph node: its JSON ``metadata`` (LangChain's
+    run metadata) has the key ``langgraph_node``. OpenInference's LangChain instrumentation
+    makes such a node an ``AGENT`` span when its name contains "agent"; it is no agent."""
+    raw = found.get("metadata")
+    if not isinstance(raw, str) or '"langgraph_node"' not in raw:
+        return False
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's limit
+        return False
+    return isinstance(doc, dict) and "langgraph_node" in doc
+
+
 def _openinference_model(found: Mapping) -> str | None:
     raw = found.get("oi_parameters")
     if not isinstance(raw, str) or '"model"' not in raw:
@@ -596,6 +610,8 @@ def _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns, ope
     if "dify_workflow" in found:
         found = _without_placeholder(found)
     kind = kind_of(found)
+    if kind == AGENT and "agent_id" not in found and _is_langgraph_node(found):
+        kind = OTHER  # AGENT by its run name only (docs/attribution.md, LangChain)
     caller = (_ident(found, "caller") if "caller" in found else None)
     tenant = (_ident(found, "tenant") if "tenant" in found else None)
     if "metadata" in found and (caller is None or tenant is None):

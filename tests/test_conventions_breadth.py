@@ -432,3 +432,51 @@ def test_pydantic_ai_metadata_written_when_the_agent_span_ends_counts(make):
     assert tokens(p, "acme", "gpt-4o") == (100, 50)
     assert p.value("llm_member_tokens_total", tenant="acme", member="bob", type="input") == 100
     assert p.value("llm_unattributed_tokens_total", reason="no_caller") == 0
+
+
+# -- LangChain / LangGraph through OpenInference ---------------------------------------------
+
+# openinference-instrumentation-langchain 0.1.80: a LangGraph node run named "agent" is an
+# AGENT span by its name alone; LangChain's run metadata is on every span of the run.
+LANGGRAPH_NODE = {
+    "openinference.span.kind": "AGENT",
+    "metadata": '{"user_id": "alice", "tenant_id": "acme", "ls_integration": "langgraph",'
+                ' "langgraph_step": 2, "langgraph_node": "agent"}',
+}
+
+
+def test_a_langgraph_node_agent_by_its_name_only_is_no_agent():
+    from otel_processor.conventions import AGENT
+
+    record = normalize(LANGGRAPH_NODE, name="agent")
+    assert (record.kind, record.agent_id, record.caller) == (OTHER, None, "alice")
+    # a graph root, or a node that is a CHAIN: context, no agent
+    root = {"openinference.span.kind": "CHAIN", "metadata": '{"ls_integration": "langgraph"}'}
+    assert normalize(root, name="LangGraph").kind == OTHER
+    # named explicitly, a node is an agent; an AGENT span outside LangGraph is named by its name
+    named = normalize({**LANGGRAPH_NODE, "agent.name": "support-bot"}, name="agent")
+    assert (named.kind, named.agent_id) == (AGENT, "support-bot")
+    plain = normalize({"openinference.span.kind": "AGENT", "metadata": '{"x": 1}'}, name="bot")
+    assert (plain.kind, plain.agent_id) == (AGENT, "bot")
+    assert normalize({**LANGGRAPH_NODE, "metadata": "{not json"}, name="agent").kind == AGENT
+
+
+def test_a_langgraph_run_inside_an_agent_span_counts_one_invocation(make):
+    p = make()
+    with span(p, "support-bot", **{"openinference.span.kind": "AGENT",
+                                   "agent.name": "support-bot"}):
+        with span(p, "LangGraph", **{"openinference.span.kind": "CHAIN",
+                                     "metadata": '{"user_id": "alice"}'}):
+            with span(p, "agent", **LANGGRAPH_NODE):
+                with span(p, "ChatOpenAI", **{"openinference.span.kind": "LLM",
+                                              "llm.model_name": "gpt-4o",
+                                              "llm.token_count.prompt": 100,
+                                              "llm.token_count.completion": 50,
+                                              "metadata": LANGGRAPH_NODE["metadata"]}):
+                    pass
+    closed(p, 1)
+    assert tokens(p, "acme", "gpt-4o") == (100, 50)
+    assert p.value("llm_agent_tokens_total", tenant="acme", agent="support-bot",
+                   type="input") == 100
+    assert p.value("llm_agent_invocations_total", owner_tenant="acme", agent="support-bot") == 1
+    assert p.value("llm_agent_invocations_total", owner_tenant="", agent="agent") == 0

@@ -1,0 +1,266 @@
+"""LangChain and LangGraph, traced by ``openinference-instrumentation-langchain`` 0.1.80,
+through both runtimes.
+
+OpenInference's ``LangChainInstrumentor`` turns every LangChain run into a span: the chat
+model call is an ``LLM`` span (``llm.token_count.*``, ``llm.model_name``), a LangGraph graph
+root and its nodes are ``CHAIN`` spans named after the graph (``LangGraph`` unless compiled
+with ``name=``) and the node, except that a run whose name contains "agent" is an ``AGENT``
+span. The run's ``config={"metadata": {...}}`` is copied, as one JSON ``metadata``
+attribute, onto every span of the run (``using_attributes(user_id=...)`` adds ``user.id``).
+
+What we count (attribution.md, "LangChain and LangGraph"): the caller and tenant from
+``metadata`` (``user_id``, ``tenant_id``) or ``user.id``; a ``CHAIN`` span, the graph root
+included, is context and names no agent; a LangGraph node that is ``AGENT`` only by its
+name (its ``metadata`` has ``langgraph_node``) is no agent either; a graph is an agent when
+the application opens an agent span around it.
+
+Runtimes: ``in_process`` (our processor on the provider) and ``service`` (OTLP/HTTP to a
+real ``llm-token-exporter serve`` on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from typing import Any, TypedDict
+
+import pytest
+from langchain_openai import ChatOpenAI
+from langgraph.graph import END, START, StateGraph
+from openinference.instrumentation import using_attributes
+from openinference.instrumentation.langchain import LangChainInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.fakes.openai_server import FakeOpenAIServer, Usage
+from tests.instrumentation.conftest import DIRECTORY, USAGE, Readout, io
+
+pytestmark = pytest.mark.instrumentation
+
+ALICE = {"user_id": "alice", "tenant_id": "acme"}
+
+
+@pytest.fixture(scope="module")
+def fake_openai() -> Iterator[FakeOpenAIServer]:
+    """Answers with the requested model name (OpenInference reads the response model)."""
+    with FakeOpenAIServer(USAGE, snapshot_suffix="") as server:
+        yield server
+
+
+class Runtime:
+    """A tracer provider LangChain's instrumentor writes to, and our counters' registry."""
+
+    def __init__(self, runtime: str, pipeline_factory: Any) -> None:
+        self.captured = InMemorySpanExporter()
+        self._server = None
+        self._state: tempfile.TemporaryDirectory | None = None
+        if runtime == "in_process":
+            p = pipeline_factory()
+            self.provider = p.provider
+            self.registry = p.registry
+            self.captured = p.captured
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            from exporter.config import load_config
+            from exporter.server import start_server
+
+            self._state = tempfile.TemporaryDirectory(prefix="llm-token-exporter-langchain-")
+            overrides = {
+                "listen": "127.0.0.1:0",
+                "directory": str(DIRECTORY),
+                "state_dir": self._state.name,
+                "sqlite_synchronous": "NORMAL",
+                "log_level": "WARNING",
+            }
+            self._server = start_server(load_config(None, env={}, overrides=overrides))
+            self.registry = self._server.service.registry
+            self.provider = TracerProvider(
+                resource=Resource.create({"service.name": "instrumentation-tests"})
+            )
+            self.provider.add_span_processor(
+                SimpleSpanProcessor(OTLPSpanExporter(endpoint=self._server.url + "/v1/traces"))
+            )
+            self.provider.add_span_processor(SimpleSpanProcessor(self.captured))
+        self.tracer = self.provider.get_tracer("tests.instrumentation")
+        self.readout = Readout(self.registry, self.captured)
+
+    def check(self, expected: dict[str, dict[tuple[str, ...], int]]) -> None:
+        assert self.provider.force_flush(10_000)
+        self.readout.check(expected)
+
+    def spans(self, name: str) -> list[Any]:
+        assert self.provider.force_flush(10_000)
+        return [s for s in self.captured.get_finished_spans() if s.name == name]
+
+    def close(self) -> None:
+        if self._server is not None:
+            self.provider.shutdown()
+            self._server.stop()
+        if self._state is not None:
+            self._state.cleanup()
+
+
+@pytest.fixture(params=["in_process", "service"])
+def runtime(request, pipeline) -> Iterator[Runtime]:
+    made = Runtime(request.param, pipeline)
+    instrumentor = LangChainInstrumentor()
+    instrumentor.instrument(tracer_provider=made.provider)
+    try:
+        yield made
+    finally:
+        instrumentor.uninstrument()
+        made.close()
+
+
+def model(fake: FakeOpenAIServer, name: str = "gpt-4o", usage: Usage | None = None) -> ChatOpenAI:
+    """``usage`` overrides the fake server's numbers for the model."""
+    return ChatOpenAI(
+        model=name, base_url=fake.base_url, api_key="x", max_retries=0,
+        default_headers=usage.header() if usage else None,
+    )
+
+
+class State(TypedDict, total=False):
+    question: str
+    answer: str
+
+
+def support_graph(fake: FakeOpenAIServer, name: str | None = None) -> Any:
+    """START -> support-bot (gpt-4o) -> agent (gpt-4o-mini) -> END; both nodes call a model.
+
+    The node "agent" is what LangGraph's prebuilt agents call their model node:
+    OpenInference makes it an AGENT span, by its name alone."""
+    def node(llm: ChatOpenAI) -> Any:
+        return lambda state: {"answer": llm.invoke(state["question"]).content}
+
+    graph = StateGraph(State)
+    graph.add_node("support-bot", node(model(fake)))
+    graph.add_node("agent", node(model(fake, "gpt-4o-mini")))
+    graph.add_edge(START, "support-bot")
+    graph.add_edge("support-bot", "agent")
+    graph.add_edge("agent", END)
+    return graph.compile(name=name) if name else graph.compile()
+
+
+BOTH_NODES = {
+    "llm_model_tokens_total": {
+        **io("acme", "gpt-4o", input=100, output=50),
+        **io("acme", "gpt-4o-mini", input=200, output=20),
+    },
+    "llm_member_tokens_total": io("acme", "alice", input=300, output=70),
+    "llm_model_requests_total": {("acme", "gpt-4o", "ok"): 1, ("acme", "gpt-4o-mini", "ok"): 1},
+    "llm_unattributed_tokens_total": {},
+}
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+def test_a_chat_model_call_reads_the_caller_from_the_run_metadata(runtime, fake_openai):
+    model(fake_openai).invoke("How do I reset my password?", config={"metadata": ALICE})
+    model(fake_openai, "qwen-max").invoke("hi", config={"metadata": {"user_id": "bob"}})
+
+    runtime.check(
+        {
+            "llm_model_tokens_total": {
+                **io("acme", "gpt-4o", input=100, output=50),
+                **io("acme", "qwen-max", input=30, output=30),  # bob: acme, his only tenant
+            },
+            "llm_member_tokens_total": {
+                **io("acme", "alice", input=100, output=50),
+                **io("acme", "bob", input=30, output=30),
+            },
+            "llm_agent_tokens_total": {},
+            "llm_unattributed_tokens_total": {},
+        }
+    )
+    span = runtime.spans("ChatOpenAI")[0]
+    assert span.attributes["openinference.span.kind"] == "LLM"
+    assert '"user_id": "alice"' in span.attributes["metadata"]
+
+
+def test_a_chat_model_call_reads_the_caller_from_using_attributes(runtime, fake_openai):
+    with using_attributes(user_id="carol", metadata={"tenant_id": "globex"}):
+        model(fake_openai, usage=Usage(7, 3)).invoke("hi")
+    with using_attributes(user_id="dave"):  # in no tenant
+        model(fake_openai, "gpt-4o-mini").invoke("hi")
+    model(fake_openai, "qwen-max").invoke("hi")  # no caller at all
+
+    runtime.check(
+        {
+            "llm_model_tokens_total": io("globex", "gpt-4o", input=7, output=3),
+            "llm_member_tokens_total": io("globex", "carol", input=7, output=3),
+            "llm_unattributed_tokens_total": {("not_member",): 220, ("no_caller",): 60},
+        }
+    )
+    assert runtime.spans("ChatOpenAI")[0].attributes["user.id"] == "carol"
+
+
+def test_a_langgraph_graph_is_no_agent_unless_the_application_names_one(runtime, fake_openai):
+    support_graph(fake_openai).invoke({"question": "hi"}, config={"metadata": ALICE})
+
+    runtime.check(
+        {
+            **BOTH_NODES,
+            "llm_agent_tokens_total": {},
+            "llm_agent_invocations_total": {},
+            "llm_agent_users": {},
+            "llm_workflow_tokens_total": {},
+        }
+    )
+    (root,) = runtime.spans("LangGraph")
+    assert root.attributes["openinference.span.kind"] == "CHAIN"
+    assert runtime.spans("support-bot")[0].attributes["openinference.span.kind"] == "CHAIN"
+    (agent_node,) = runtime.spans("agent")  # AGENT by its name only: no agent "agent"
+    assert agent_node.attributes["openinference.span.kind"] == "AGENT"
+    assert '"langgraph_node": "agent"' in agent_node.attributes["metadata"]
+
+
+def test_a_graph_named_after_an_agent_is_still_no_agent(runtime, fake_openai):
+    # compile(name=...) names the root CHAIN span; the id is not read from a CHAIN's name,
+    # nor from metadata.agent_id, which LangChain copies onto every span of the run.
+    graph = support_graph(fake_openai, name="support-bot")
+    graph.invoke({"question": "hi"}, config={"metadata": {**ALICE, "agent_id": "support-bot"}})
+
+    runtime.check({**BOTH_NODES, "llm_agent_tokens_total": {}, "llm_agent_invocations_total": {}})
+
+
+def test_an_agent_span_around_the_graph_makes_the_graph_an_agent(runtime, fake_openai):
+    graph = support_graph(fake_openai)
+    attrs = {"openinference.span.kind": "AGENT", "agent.name": "support-bot"}
+    with runtime.tracer.start_as_current_span("support-bot", attributes=attrs):
+        graph.invoke({"question": "hi"}, config={"metadata": ALICE})
+    with runtime.tracer.start_as_current_span(
+        "invoke_agent support-bot",
+        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": "support-bot"},
+    ):
+        graph.invoke({"question": "hi"}, config={"metadata": {"user_id": "carol"}})
+
+    runtime.check(
+        {
+            "llm_model_tokens_total": {
+                **io("acme", "gpt-4o", input=100, output=50),
+                **io("acme", "gpt-4o-mini", input=200, output=20),
+                **io("globex", "gpt-4o", input=100, output=50),
+                **io("globex", "gpt-4o-mini", input=200, output=20),
+            },
+            "llm_agent_tokens_total": {
+                **io("acme", "support-bot", input=300, output=70),
+                **io("globex", "support-bot", input=300, output=70),
+            },
+            "llm_member_tokens_total": {
+                **io("acme", "alice", input=300, output=70),
+                **io("globex", "carol", input=300, output=70),
+            },
+            # one invocation per graph run: the "agent" node is no sub-agent
+            "llm_agent_invocations_total": {("acme", "support-bot"): 2},
+        }
+    )
+    # each LangGraph root is a child of the application's agent span
+    outer = [s for s in runtime.spans("support-bot") if "agent.name" in s.attributes]
+    outer += runtime.spans("invoke_agent support-bot")
+    roots = runtime.spans("LangGraph")
+    assert [r.parent.span_id for r in roots] == [o.context.span_id for o in outer]
