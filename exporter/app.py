@@ -55,6 +55,15 @@ def _state() -> dict:
     return current_app.extensions["llm_token_exporter"]
 
 
+def _bearer_ok(token: str) -> bool:
+    """Whether the request carries ``Authorization: Bearer <token>`` (always, when no token
+    is configured); compared in constant time."""
+    if not token:
+        return True
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
 def _status(content_type: str | None, code: int, message: str, **headers: str) -> Response:
     body, media = encode_status(content_type, message)
     return Response(body, status=code, content_type=media, headers=headers)
@@ -66,13 +75,10 @@ def traces() -> Response:
     pipeline: Pipeline = state["pipeline"]
     limits: Limits = state["limits"]
     content_type = request.headers.get("Content-Type")
-    token = state["auth_token"]
-    if token:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            pipeline.count("unauthorized")
-            return _status(content_type, 401, "missing or wrong bearer token",
-                           **{"WWW-Authenticate": "Bearer"})
+    if not _bearer_ok(state["auth_token"]):
+        pipeline.count("unauthorized")
+        return _status(content_type, 401, "missing or wrong bearer token",
+                       **{"WWW-Authenticate": "Bearer"})
     if not pipeline.ready:
         # No directory has loaded yet (attributing now would bill every token as not_member
         # for good), or the dedupe window's ids are still being read back after a restart.
@@ -126,12 +132,9 @@ def budget(tenant: str) -> Response:
     """This month's usage of a tenant (or ``?member=`` / ``?agent=`` of it) against its
     budget, for a gateway's pre-check: answered from memory."""
     state = _state()
-    token = state["api_token"]
-    if token:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return _json(401, {"error": "missing or wrong bearer token"},
-                         **{"WWW-Authenticate": "Bearer"})
+    if not _bearer_ok(state["api_token"]):
+        return _json(401, {"error": "missing or wrong bearer token"},
+                     **{"WWW-Authenticate": "Bearer"})
     pipeline: Pipeline = state["pipeline"]
     if not pipeline.ready:
         return _json(503, {"error": "not ready"}, **{"Retry-After": _RETRY_AFTER_SECONDS})
@@ -156,12 +159,9 @@ def budget(tenant: str) -> Response:
 @bp.get("/metrics")
 def metrics() -> Response:
     state = _state()
-    token = state["metrics_token"]
-    if token:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return Response("missing or wrong bearer token\n", status=401,
-                            content_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
+    if not _bearer_ok(state["metrics_token"]):
+        return Response("missing or wrong bearer token\n", status=401,
+                        content_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
     encoder, content_type = choose_encoder(request.headers.get("Accept"))
     renderer = state["renderer"]
     if renderer is None:
