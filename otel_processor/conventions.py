@@ -69,6 +69,9 @@ WORKFLOW_ID = (
     "gen_ai.workflow.id",
     "gen_ai.workflow.name",
     "traceloop.entity.name",
+    # Dify: the app id, stable across publishes (each publish makes a new workflow row, so
+    # dify.workflow_id changes with every version); the workflow row id only without one.
+    "dify.app_id",
     "dify.workflow_id",
     "cozeloop.workflow_id",
 )
