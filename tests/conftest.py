@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -69,6 +70,19 @@ class Pipeline:
         total = sum(self.value(metric, type=t, **labels) for t in ("input", "output"))
         assert total == int(total)
         return int(total)
+
+    def wait_closed(self, traces: int, timeout: float = 15) -> None:
+        """Wait until ``traces`` traces were taken out of assembly (counted in full): usage on
+        a span that is no model call is decided when its trace closes."""
+        self.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            done = sum(self.value("llm_exporter_traces_flushed_total", reason=r)
+                       for r in ("complete", "timeout", "capacity"))
+            if done >= traces or time.monotonic() > deadline:
+                assert done >= traces, f"{done} of {traces} traces closed"
+                return
+            time.sleep(0.05)
 
     def close(self) -> None:
         self.provider.shutdown()

@@ -7,8 +7,6 @@ Spans have the shape the real packages emit (names read in their sources: see
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from opentelemetry.sdk.resources import Resource
 
@@ -35,19 +33,6 @@ def make(request):
     yield factory
     for p in made:
         p.close()
-
-
-def closed(p, traces: int) -> None:
-    """Wait until ``traces`` traces were taken out of assembly (counted in full)."""
-    p.flush()
-    deadline = time.monotonic() + 15
-    while True:
-        done = sum(p.value("llm_exporter_traces_flushed_total", reason=r)
-                   for r in ("complete", "timeout", "capacity"))
-        if done >= traces or time.monotonic() > deadline:
-            assert done >= traces, f"{done} of {traces} traces closed"
-            return
-        time.sleep(0.05)
 
 
 def tokens(p, tenant: str, model: str) -> tuple[int, int]:
@@ -140,7 +125,7 @@ def test_vercel_generate_text_counts_its_steps_once(make):
                     "gen_ai.usage.input_tokens": tin, "gen_ai.usage.output_tokens": tout,
                     **meta}):
                 pass
-    closed(p, 1)
+    p.wait_closed(1)
     assert tokens(p, "acme", "gpt-4o") == (300, 45)
     assert p.value("llm_model_requests_total", tenant="acme", model="gpt-4o", outcome="ok") == 2
     assert unclassified(p) == {"unknown_kind": 0, "tool_span": 0, "workflow_span": 0}
@@ -170,7 +155,7 @@ def test_litellm_proxy_call_is_attributed_to_the_keys_user(make):
             "gen_ai.usage.total_tokens": 49, "metadata.user_api_key_user_id": "bob",
             "metadata.user_api_key_team_id": "team-1"}):
         pass
-    closed(p, 1)
+    p.wait_closed(1)
     assert tokens(p, "acme", "gpt-4o-mini") == (40, 9)
     assert p.value("llm_member_tokens_total", tenant="acme", member="bob", type="input") == 40
 
@@ -205,7 +190,7 @@ def test_openlit_anthropic_call_counts_its_cache_as_input(make):
     del attrs["telemetry.sdk.name"]
     with span(p, "chat claude-sonnet-4", **attrs):
         pass
-    closed(p, 1)
+    p.wait_closed(1)
     assert tokens(p, "acme", "claude-sonnet-4") == (150, 20)
     assert p.value("llm_model_cache_tokens_total", tenant="acme", model="claude-sonnet-4",
                    type="read") == 40
@@ -227,7 +212,7 @@ def test_dify_app_span_without_workflow_runs_no_workflow(make):
         with span(p, "llm", **{"gen_ai.span.kind": "LLM", "gen_ai.request.model": "qwen-max",
                                "gen_ai.usage.input_tokens": 30, "gen_ai.usage.output_tokens": 3}):
             pass
-    closed(p, 1)
+    p.wait_closed(1)
     assert tokens(p, "acme", "qwen-max") == (30, 3)
     assert p.value("llm_workflow_tokens_total", tenant="acme", workflow="unknown",
                    type="input") == 0
@@ -260,7 +245,7 @@ def test_coze_loop_js_call_is_counted(make):
                             "output_tokens": 5, "model_name": "doubao-pro",
                             "user.id": "bob"}):
         pass
-    closed(p, 1)
+    p.wait_closed(1)
     assert tokens(p, "acme", "doubao-pro") == (12, 5)
 
 
@@ -283,7 +268,7 @@ def test_reasoning_tokens_are_output_and_counted_on_their_own(make):
                                "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 50,
                                "gen_ai.usage.reasoning.output_tokens": 30, "user.id": "alice"}):
         pass
-    closed(p, 1)
+    p.wait_closed(1)
     assert tokens(p, "acme", "o3") == (10, 50)
     assert p.value("llm_model_reasoning_tokens_total", tenant="acme", model="o3") == 30
 
@@ -304,7 +289,7 @@ def test_remote_agent_usage_counts_as_the_agents_call(make):
                       "gen_ai.usage.input_tokens": 500, "gen_ai.usage.output_tokens": 70}):
         with span(p, "execute_tool lookup", **{"gen_ai.operation.name": "execute_tool"}):
             pass
-    closed(p, 1)
+    p.wait_closed(1)
     assert tokens(p, "acme", "claude-sonnet-4") == (500, 70)
     assert p.value("llm_agent_tokens_total", tenant="acme", agent="support-bot",
                    type="input") == 500
@@ -326,7 +311,7 @@ def test_agent_usage_over_model_calls_is_a_rollup(make):
                                                "gen_ai.usage.input_tokens": tin,
                                                "gen_ai.usage.output_tokens": tout}):
                     pass
-    closed(p, 1)
+    p.wait_closed(1)
     assert tokens(p, "acme", "gpt-4o") == (130, 13)
     assert tokens(p, "acme", "unknown") == (0, 0)
     assert unclassified(p) == {"unknown_kind": 0, "tool_span": 0, "workflow_span": 0}
@@ -340,7 +325,7 @@ def test_nested_remote_agents_count_the_innermost_usage_once(make):
                 "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 60,
                 "gen_ai.usage.output_tokens": 6}):
             pass
-    closed(p, 1)
+    p.wait_closed(1)
     # the outer agent's usage covers the inner one's: counted once, the inner span's
     assert tokens(p, "acme", "gpt-4o") == (60, 6)
     assert tokens(p, "acme", "unknown") == (0, 0)
@@ -369,7 +354,7 @@ def test_usage_on_spans_that_are_no_model_call_is_unclassified(make):
                                        "gen_ai.usage.input_tokens": 5,
                                        "gen_ai.usage.output_tokens": 1}):
             pass
-    closed(p, 1)
+    p.wait_closed(1)
     assert unclassified(p) == {"unknown_kind": 77, "tool_span": 20, "workflow_span": 10}
     assert tokens(p, "acme", "gpt-4o") == (5, 1)
     assert p.value("llm_unattributed_tokens_total", reason="no_caller") == 0
@@ -428,7 +413,7 @@ def test_pydantic_ai_metadata_written_when_the_agent_span_ends_counts(make):
                                        "gen_ai.usage.output_tokens": 50}):
             pass
         agent.set_attribute("metadata", '{"user_id":"bob","tenant_id":"acme"}')
-    closed(p, 1)
+    p.wait_closed(1)
     assert tokens(p, "acme", "gpt-4o") == (100, 50)
     assert p.value("llm_member_tokens_total", tenant="acme", member="bob", type="input") == 100
     assert p.value("llm_unattributed_tokens_total", reason="no_caller") == 0
@@ -474,7 +459,7 @@ def test_a_langgraph_run_inside_an_agent_span_counts_one_invocation(make):
                                               "llm.token_count.completion": 50,
                                               "metadata": LANGGRAPH_NODE["metadata"]}):
                     pass
-    closed(p, 1)
+    p.wait_closed(1)
     assert tokens(p, "acme", "gpt-4o") == (100, 50)
     assert p.value("llm_agent_tokens_total", tenant="acme", agent="support-bot",
                    type="input") == 100

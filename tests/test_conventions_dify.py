@@ -13,8 +13,6 @@ every version: the workflow is the app (``dify.app_id``), the id the console sho
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from otel_processor.conventions import OTHER, WORKFLOW, normalize
@@ -82,18 +80,6 @@ def run(p, app: str, version: str, usage: list[tuple[int, int]]) -> None:
                     pass
 
 
-def closed(p, traces: int) -> None:
-    p.flush()
-    deadline = time.monotonic() + 15
-    while True:
-        done = sum(p.value("llm_exporter_traces_flushed_total", reason=r)
-                   for r in ("complete", "timeout", "capacity"))
-        if done >= traces or time.monotonic() > deadline:
-            assert done >= traces, f"{done} of {traces} traces closed"
-            return
-        time.sleep(0.05)
-
-
 def test_the_app_id_is_the_workflow_id():
     runner = normalize(_ids(WORKFLOW_APP, VERSION_1))
     assert (runner.kind, runner.workflow_id, runner.tenant, runner.caller) == (
@@ -108,7 +94,7 @@ def test_runs_of_two_published_versions_count_on_one_workflow(make):
     p = make()
     run(p, WORKFLOW_APP, VERSION_1, [(120, 30), (40, 8)])
     run(p, WORKFLOW_APP, VERSION_2, [(75, 15)])   # after a publish: a new workflow row id
-    closed(p, 2)
+    p.wait_closed(2)
     t = {typ: p.value("llm_workflow_tokens_total", tenant=TENANT, workflow=WORKFLOW_APP,
                       type=typ) for typ in ("input", "output")}
     assert t == {"input": 120 + 40 + 75, "output": 30 + 8 + 15}
@@ -123,7 +109,7 @@ def test_runs_of_two_published_versions_count_on_one_workflow(make):
 def test_a_chatflow_app_bound_in_the_directory_counts_for_its_agent(make):
     p = make()
     run(p, CHATFLOW_APP, VERSION_1, [(200, 50)])
-    closed(p, 1)
+    p.wait_closed(1)
     assert p.value("llm_agent_tokens_total", tenant=TENANT, agent=CHATFLOW_APP,
                    type="input") == 200
     assert p.value("llm_agent_tokens_total", tenant=TENANT, agent=CHATFLOW_APP,

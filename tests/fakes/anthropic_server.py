@@ -29,16 +29,14 @@ Only the standard library is used: the instrumentation venvs install nothing for
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fakes.openai_server import _Server
+from tests.fakes.base import USAGE_HEADER, FakeServer, JsonHandler, parse_fields, reply_text, words
 
-USAGE_HEADER = "X-Fake-Usage"
+__all__ = ["USAGE_HEADER", "AnthropicUsage", "FakeAnthropicServer"]
 
 
 @dataclass(frozen=True)
@@ -61,11 +59,7 @@ class AnthropicUsage:
     @classmethod
     def parse_header(cls, text: str) -> AnthropicUsage:
         """``input=100,output=50,cache_read=20`` -> ``AnthropicUsage(100, 50, 20)``."""
-        fields = {}
-        for part in text.split(","):
-            key, _, value = part.partition("=")
-            fields[key.strip()] = int(value)
-        return cls(**fields)
+        return cls(**parse_fields(text))
 
     def header(self) -> dict[str, str]:
         """``extra_headers=`` for an ``anthropic`` call that should report this usage."""
@@ -74,83 +68,34 @@ class AnthropicUsage:
         return {USAGE_HEADER: text}
 
 
-class FakeAnthropicServer:
+class FakeAnthropicServer(FakeServer):
     """The server; a context manager. ``base_url`` has no path (the ``anthropic`` client
     adds ``/v1/messages``); ``requests`` holds every request body received, in order."""
 
-    def __init__(self, usage: Mapping[str, AnthropicUsage] | None = None) -> None:
-        self.usage: dict[str, AnthropicUsage] = dict(usage or {})  # read-only once started
-        self._lock = threading.Lock()
-        self._requests: list[dict[str, Any]] = []  # guarded by _lock
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+    usage_type = AnthropicUsage
+    thread_name = "fake-anthropic-server"
 
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._requests)
+    def __init__(self, usage: Mapping[str, AnthropicUsage] | None = None) -> None:
+        super().__init__(usage)
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeAnthropicServer:
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._httpd = _Server(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-anthropic-server",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeAnthropicServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _record(self, path: str, body: dict[str, Any]) -> int:
-        with self._lock:
-            self._requests.append({"path": path, "body": body})
-            return len(self._requests)
-
-    def _usage_for(self, model: str, header: str | None) -> AnthropicUsage | None:
-        if header:
-            return AnthropicUsage.parse_header(header)
-        return self.usage.get(model)
+        return self.origin
 
 
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeAnthropicServer  # set on the subclass made per server
-    protocol_version = "HTTP/1.1"
+class _Handler(JsonHandler):
+    fake: FakeAnthropicServer
     server_version = "fake-anthropic/1"
+    request_id_header = "request-id"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        pass
+    def error_body(self, kind: str, message: str) -> dict[str, Any]:
+        return _error(kind, message)
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            self._json(400, _error("invalid_request_error", "body is not JSON"))
+        request = self.read_request()
+        if request is None:
             return
-        path = self.path.split("?", 1)[0]
-        number = self.fake._record(path, body)
+        path, body, number = request
         if path != "/v1/messages":
             self._json(404, _error("not_found_error", f"unknown path {path}"))
             return
@@ -163,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
         if usage is None:
             self._json(404, _error("not_found_error", f"model: {model}"))
             return
-        text = _reply_text(body.get("messages"))
+        text = reply_text(body.get("messages"))
         message = {
             "id": f"msg_fake{number}",
             "type": "message",
@@ -190,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             ),
         ]
-        for word in _words(text):
+        for word in words(text):
             events.append(
                 (
                     "content_block_delta",
@@ -213,48 +158,15 @@ class _Handler(BaseHTTPRequestHandler):
             ),
             ("message_stop", {"type": "message_stop"}),
         ]
-        self._sse(events)
+        self._sse([f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+                   for name, data in events])
 
-    def _json(self, status: int, doc: dict[str, Any]) -> None:
-        raw = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.send_header("request-id", "req_fake")
-        self.end_headers()
-        self.wfile.write(raw)
 
-    def _sse(self, events: list[tuple[str, dict[str, Any]]]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for name, data in events:
-            self._chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
+FakeAnthropicServer.handler = _Handler
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
-
-
-def _reply_text(messages: Any) -> str:
-    last = ""
-    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
-        content = messages[-1].get("content")
-        last = content if isinstance(content, str) else ""
-    return f"fake reply to: {last[:40]}".strip()
-
-
-def _words(text: str) -> list[str]:
-    words = text.split(" ")
-    return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
 if __name__ == "__main__":  # a manual check: python -m tests.fakes.anthropic_server

@@ -27,16 +27,16 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-USAGE_HEADER = "X-Fake-Usage"
+from tests.fakes.base import USAGE_HEADER, FakeServer, JsonHandler, parse_fields, reply_text, words
+
+__all__ = ["USAGE_HEADER", "FakeOpenAIServer", "Usage", "fake_openai_server"]
+
 #: Chat answers name a dated snapshot of the requested model, as OpenAI does
 #: (``gpt-4o`` -> ``gpt-4o-2024-08-06``); embeddings answer with the requested name.
 SNAPSHOT_SUFFIX = "-2024-08-06"
@@ -74,11 +74,7 @@ class Usage:
     @classmethod
     def parse_header(cls, text: str) -> Usage:
         """``prompt=100,completion=50,cached=20`` -> ``Usage(100, 50, cached=20)``."""
-        fields = {}
-        for part in text.split(","):
-            key, _, value = part.partition("=")
-            fields[key.strip()] = int(value)
-        return cls(**fields)
+        return cls(**parse_fields(text))
 
     def header(self) -> dict[str, str]:
         """``extra_headers=`` for an ``openai`` call that should report this usage."""
@@ -87,9 +83,12 @@ class Usage:
         return {USAGE_HEADER: text}
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(FakeServer):
     """The server; a context manager. ``base_url`` ends in ``/v1``; ``requests`` holds
-    every request body received, in order (guarded by ``_lock``)."""
+    every request body received, in order."""
+
+    usage_type = Usage
+    thread_name = "fake-openai-server"
 
     def __init__(
         self,
@@ -97,61 +96,12 @@ class FakeOpenAIServer:
         *,
         snapshot_suffix: str = SNAPSHOT_SUFFIX,
     ) -> None:
-        self.usage: dict[str, Usage] = dict(usage or {})  # read-only once started
+        super().__init__(usage)
         self.snapshot_suffix = snapshot_suffix
-        self._lock = threading.Lock()
-        self._requests: list[dict[str, Any]] = []  # guarded by _lock
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._requests)
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
-
-    def start(self) -> FakeOpenAIServer:
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._httpd = _Server(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-openai-server",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- what the handler asks -------------------------------------------------------
-
-    def _record(self, path: str, body: dict[str, Any]) -> None:
-        with self._lock:
-            self._requests.append({"path": path, "body": body})
-
-    def _usage_for(self, model: str, header: str | None) -> Usage | None:
-        if header:
-            return Usage.parse_header(header)
-        return self.usage.get(model)
+        return self.origin + "/v1"
 
 
 @contextmanager
@@ -163,35 +113,20 @@ def fake_openai_server(
         yield server.base_url
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client dropping its idle keep-alive connection is normal, not worth a traceback.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeOpenAIServer  # set on the subclass made per server
-    protocol_version = "HTTP/1.1"  # keep-alive, as the openai client expects
+class _Handler(JsonHandler):
+    fake: FakeOpenAIServer
     server_version = "fake-openai/1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        pass  # quiet: pytest shows failures, not access logs
+    def error_body(self, kind: str, message: str) -> dict[str, Any]:
+        return _error(kind, message, None)
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            self._json(400, _error("invalid_request_error", "body is not JSON", None))
+        request = self.read_request()
+        if request is None:
             return
-        path = self.path.split("?", 1)[0]
-        self.fake._record(path, body)
+        path, body, number = request
         if path == "/v1/chat/completions":
-            self._chat(body)
+            self._chat(body, number)
         elif path == "/v1/embeddings":
             self._embeddings(body)
         else:
@@ -208,14 +143,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, _error("invalid_request_error", message, "model_not_found"))
         return usage
 
-    def _chat(self, body: dict[str, Any]) -> None:
+    def _chat(self, body: dict[str, Any], number: int) -> None:
         model = str(body.get("model", ""))
         usage = self._usage_or_404(model)
         if usage is None:
             return
-        completion_id = f"chatcmpl-fake{len(self.fake.requests)}"
+        completion_id = f"chatcmpl-fake{number}"
         response_model = model + self.fake.snapshot_suffix
-        text = _reply_text(body.get("messages"))
+        text = reply_text(body.get("messages"))
         if not body.get("stream"):
             self._json(
                 200,
@@ -257,11 +192,12 @@ class _Handler(BaseHTTPRequestHandler):
             return [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}]
 
         events = [chunk(delta({"role": "assistant", "content": ""}))]
-        events += [chunk(delta({"content": word})) for word in _words(text)]
+        events += [chunk(delta({"content": word})) for word in words(text)]
         events.append(chunk(delta({}, "stop")))
         if include_usage:
             events.append(chunk([], usage.chat_json()))
-        self._sse(events)
+        self._sse([f"data: {json.dumps(event)}\n\n".encode() for event in events]
+                  + [b"data: [DONE]\n\n"])
 
     def _embeddings(self, body: dict[str, Any]) -> None:
         model = str(body.get("model", ""))
@@ -283,49 +219,12 @@ class _Handler(BaseHTTPRequestHandler):
             200, {"object": "list", "data": data, "model": model, "usage": usage.embeddings_json()}
         )
 
-    # -- wire ------------------------------------------------------------------------
 
-    def _json(self, status: int, doc: dict[str, Any]) -> None:
-        raw = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.send_header("x-request-id", "req_fake")
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def _sse(self, events: list[dict[str, Any]]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for event in events:
-            self._chunk(f"data: {json.dumps(event)}\n\n".encode())
-        self._chunk(b"data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
+FakeOpenAIServer.handler = _Handler
 
 
 def _error(kind: str, message: str, code: str | None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-def _reply_text(messages: Any) -> str:
-    last = ""
-    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
-        content = messages[-1].get("content")
-        last = content if isinstance(content, str) else ""
-    return f"fake reply to: {last[:40]}".strip()
-
-
-def _words(text: str) -> list[str]:
-    words = text.split(" ")
-    return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
 def _vector(text: str) -> list[float]:
