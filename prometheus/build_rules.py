@@ -563,6 +563,20 @@ def alerting_rules(config: Config) -> RuleFile:
     def _join(*parts: str) -> str:
         return "\n".join("\n".join(_lines(part)) for part in parts)
 
+    def burning(long: str, short: str, factor: float) -> str:
+        """Multi-window burn rate: over ``factor`` both over ``long`` and over ``short``,
+        for a budget not yet exhausted."""
+        def over(window: str) -> str:
+            return f"""
+                (
+                    tenant_scope_id_limit:llm_budget_used:rate{window}
+                  / tenant_scope_id_limit:llm_budget_limit:per_second_of_month
+                  > {factor}
+                )
+            """
+        return _join(over(long), "and", over(short), "unless on (tenant, scope, id)",
+                     reached("exhausted"))
+
     budgets = Group("llm-token-exporter.budget.alerts", [
         _alert(
             c, "BudgetWarning",
@@ -634,20 +648,7 @@ def alerting_rules(config: Config) -> RuleFile:
                 burn stops. For tokens and USD limits (label `limit`), every scope. Not for a
                 budget already exhausted: BudgetExhausted has paged for it.
             """,
-            expr=_join("""
-                (
-                    tenant_scope_id_limit:llm_budget_used:rate1h
-                  / tenant_scope_id_limit:llm_budget_limit:per_second_of_month
-                  > 14.4
-                )
-                and
-                (
-                    tenant_scope_id_limit:llm_budget_used:rate5m
-                  / tenant_scope_id_limit:llm_budget_limit:per_second_of_month
-                  > 14.4
-                )
-                unless on (tenant, scope, id)
-            """, reached("exhausted")),
+            expr=burning("1h", "5m", 14.4),
             for_="2m", severity="critical",
             summary=f"The {kind} budget of {who} is burning fast.",
             description=f"""
@@ -668,20 +669,7 @@ def alerting_rules(config: Config) -> RuleFile:
                 minutes. A burn just over 1 (over budget by the month's end, but slowly) is
                 MonthEndOverBudget's.
             """,
-            expr=_join("""
-                (
-                    tenant_scope_id_limit:llm_budget_used:rate6h
-                  / tenant_scope_id_limit:llm_budget_limit:per_second_of_month
-                  > 6
-                )
-                and
-                (
-                    tenant_scope_id_limit:llm_budget_used:rate30m
-                  / tenant_scope_id_limit:llm_budget_limit:per_second_of_month
-                  > 6
-                )
-                unless on (tenant, scope, id)
-            """, reached("exhausted")),
+            expr=burning("6h", "30m", 6),
             for_="15m", severity="warning",
             summary=f"The {kind} budget of {who} is burning faster than it can last.",
             description=f"""
