@@ -5,12 +5,15 @@
 # tests/instrumentation/test_<name>.py. Exits non-zero if any venv fails to build or any
 # test fails.
 #
-#   bash .ci/instrumentation.sh                 # all eight
+#   bash .ci/instrumentation.sh                 # all of ALL below
 #   bash .ci/instrumentation.sh traceloop       # one (openai-v2 | traceloop | openinference
-#                                               #      | litellm | vercel-ai | pydantic-ai | openlit | langchain)
-#                                               #      | langchain)
+#                                               #      | litellm | litellm-proxy | vercel-ai
+#                                               #      | vercel-ai-7
+#                                               #      | pydantic-ai | openlit | langchain
+#                                               #      | langgraph-traceloop)
 #
-# vercel-ai is a Node application (tests/instrumentation/node: the Vercel AI SDK and the
+# vercel-ai and vercel-ai-7 are Node applications (tests/instrumentation/node: the Vercel AI
+# SDK 6, and tests/instrumentation/node-ai7: AI SDK 7 with @ai-sdk/otel, each with the
 # OpenTelemetry JS SDK, pinned by its package-lock.json): besides its venv (which only runs
 # pytest, the fake OpenAI server and the service), the script runs `npm ci --prefer-offline`
 # there, alongside the pip installs; it needs node (>= 20.6) and npm on PATH.
@@ -25,9 +28,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-ALL=(openai-v2 traceloop openinference litellm vercel-ai pydantic-ai openlit langchain)
+ALL=(openai-v2 traceloop openinference litellm litellm-proxy vercel-ai vercel-ai-7 pydantic-ai
+     openlit langchain langgraph-traceloop)
 # The instrumentations that are Node projects, and their directory (npm ci there).
-declare -A NODE_PROJECT=([vercel-ai]=tests/instrumentation/node)
+declare -A NODE_PROJECT=([vercel-ai]=tests/instrumentation/node
+                         [vercel-ai-7]=tests/instrumentation/node-ai7)
 if [ "$#" -gt 0 ]; then NAMES=("$@"); else NAMES=("${ALL[@]}"); fi
 
 if [ -z "${PYTHON:-}" ]; then

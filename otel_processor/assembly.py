@@ -38,7 +38,15 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from otel_processor.conventions import AGENT, MODEL, TOOL, UNCLASSIFIED, WORKFLOW, SpanRecord
+from otel_processor.conventions import (
+    AGENT,
+    MODEL,
+    OTHER,
+    TOOL,
+    UNCLASSIFIED,
+    WORKFLOW,
+    SpanRecord,
+)
 
 COMPLETE = "complete"
 TIMEOUT = "timeout"
@@ -282,6 +290,7 @@ class Assembler:
         out = []
         spans, waiting = trace.spans, trace.waiting
         usage = self._usage(trace)
+        bare = None  # model calls without usage handed out now: maybe wrappers
         for span_id in list(waiting):
             parent_id, record = spans[span_id]
             ancestors = _complete_chain(spans, parent_id)
@@ -289,6 +298,14 @@ class Assembler:
                 del waiting[span_id]
                 out.append(Ready(trace_id, span_id, record, ancestors, usage))
                 spans[span_id] = (parent_id, context_of(record))
+                if record.kind == MODEL and not record.has_usage:
+                    if bare is None:
+                        bare = set()
+                    bare.add(span_id)
+        if bare is not None:
+            wrappers = _wrappers(spans, out, bare)
+            if wrappers:
+                out = [_as_nothing(r) if r.span_id in wrappers else r for r in out]
         return out
 
     def _usage(self, trace: _Trace) -> TraceUsage | None:
@@ -354,14 +371,50 @@ class Assembler:
         if not trace.waiting:
             return Closed(trace_id, COMPLETE if reason in (TIMEOUT, COMPLETE) else reason, own)
         usage = self._usage(trace)
-        leftovers = tuple(
+        leftovers = [
             Ready(trace_id, span_id, node[1], _chain(trace, node, complete_only=False), usage)
             for span_id, node in ((i, trace.spans[i]) for i in trace.waiting)
-        )
-        return Closed(trace_id, reason, leftovers + own)
+        ]
+        bare = {r.span_id for r in leftovers if r.record.kind == MODEL and not r.record.has_usage}
+        if bare:
+            wrappers = _wrappers(trace.spans, leftovers, bare)
+            leftovers = [_as_nothing(r) if r.span_id in wrappers else r for r in leftovers]
+        return Closed(trace_id, reason, (*leftovers, *own))
 
 
 _UNCLASSIFIED_REASON = {TOOL: "tool_span", WORKFLOW: "workflow_span"}  # else unknown_kind
+
+
+#: What a wrapper is handed out as: attributed (the runtimes mark it so), counting nothing.
+_NOTHING = SpanRecord(kind=OTHER)
+
+
+def _as_nothing(ready: Ready) -> Ready:
+    return Ready(ready.trace_id, ready.span_id, _NOTHING, ready.ancestors, ready.usage)
+
+
+def _wrappers(spans: dict, handed: list, bare: set) -> set:
+    """Of ``bare`` (model calls without usage, handed out with ``handed``), those that are
+    an ancestor of another model call handed out with them: a wrapper around the model
+    requests it makes (AI SDK 7's ``embeddings`` span around one span per request), no
+    request of its own. The calls inside count, errors included; the wrapper stays context."""
+    found = set()
+    for ready in handed:
+        if ready.record.kind != MODEL:
+            continue
+        own = ready.span_id
+        node = spans.get(own)
+        parent_id = node[0] if node is not None else None
+        depth = 0
+        while parent_id is not None and parent_id != own and depth < MAX_DEPTH:
+            if parent_id in bare:
+                found.add(parent_id)
+            parent = spans.get(parent_id)
+            if parent is None:
+                break
+            parent_id = parent[0]
+            depth += 1
+    return found
 
 
 def _cover(spans: dict, parent_id, covered: set) -> None:

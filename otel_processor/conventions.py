@@ -216,9 +216,11 @@ class SpanRecord:
 
 # attribute name -> ((field, rank), ...): one pass over a span's attributes finds every
 # field; the lowest rank (the earliest name in the tables above) wins. Immutable.
-#: Time to first token of a streamed model call, in seconds (OpenLIT) or milliseconds
+#: Time to first token of a streamed model call, in seconds (OpenLIT; AI SDK 7's
+#: ``@ai-sdk/otel``) or milliseconds
 #: (Vercel AI SDK's ``ai.streamText.doStream`` spans).
-TTFT_SECONDS = ("gen_ai.server.time_to_first_token", "gen_ai.response.time_to_first_token")
+TTFT_SECONDS = ("gen_ai.server.time_to_first_token", "gen_ai.response.time_to_first_token",
+                "gen_ai.client.operation.time_to_first_chunk")
 TTFT_MILLISECONDS = ("ai.response.msToFirstChunk", "ai.stream.msToFirstChunk")
 
 _FIELD_TABLES = {
@@ -422,6 +424,16 @@ def _metadata_ids(found: Mapping, caller: bool, tenant: bool) -> tuple[str | Non
     )
 
 
+def _named_after_its_model(found: Mapping, name: str | None) -> bool:
+    """Whether an agent span that names no agent id is named ``invoke_agent {its requested
+    model}``: the span that AI SDK 7's ``@ai-sdk/otel`` makes around every generateText /
+    streamText / generateObject call (``agentSpanName`` defaults to the model id; with
+    ``telemetry.functionId`` it writes ``gen_ai.agent.name``). A model is no agent."""
+    model = found.get("model")
+    return (type(model) is str and type(name) is str and name.startswith("invoke_agent ")
+            and name[len("invoke_agent "):].strip() == model.strip() != "")
+
+
 def _is_langgraph_node(found: Mapping) -> bool:
     """Whether an OpenInference span is a LangGraph node: its JSON ``metadata`` (LangChain's
     run metadata) has the key ``langgraph_node``. OpenInference's LangChain instrumentation
@@ -434,6 +446,21 @@ def _is_langgraph_node(found: Mapping) -> bool:
     except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's limit
         return False
     return isinstance(doc, dict) and "langgraph_node" in doc
+
+
+#: Providers that name the LangChain / LangGraph framework itself, not a model vendor: on an
+#: agent or workflow span, the framework's own span for a graph, chain or node.
+FRAMEWORK_PROVIDERS = frozenset({"langchain", "langgraph"})
+
+
+def _is_framework_span(found: Mapping) -> bool:
+    """Whether an agent or workflow span is LangChain's or LangGraph's own (its provider is
+    ``langgraph`` or ``langchain``): traceloop's LangChain instrumentation makes a graph run
+    ``invoke_agent <graph>`` and its root chain ``<graph>.workflow`` (``invoke_agent``, a
+    run uuid as ``gen_ai.agent.id``), a plain chain's root ``<chain>.workflow``. A graph,
+    a chain or a node is no agent and no workflow (docs/attribution.md, LangChain)."""
+    provider = found.get("provider")
+    return type(provider) is str and provider.strip().lower() in FRAMEWORK_PROVIDERS
 
 
 def _openinference_model(found: Mapping) -> str | None:
@@ -615,6 +642,10 @@ def _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns, ope
     kind = kind_of(found)
     if kind == AGENT and "agent_id" not in found and _is_langgraph_node(found):
         kind = OTHER  # AGENT by its run name only (docs/attribution.md, LangChain)
+    if (kind == AGENT or kind == WORKFLOW) and _is_framework_span(found):
+        kind = OTHER  # LangChain's / LangGraph's own graph, chain or node span (traceloop)
+    if kind == AGENT and "agent_id" not in found and _named_after_its_model(found, name):
+        kind = OTHER  # AI SDK 7's `invoke_agent {model}` call span (docs/attribution.md)
     caller = (_ident(found, "caller") if "caller" in found else None)
     tenant = (_ident(found, "tenant") if "tenant" in found else None)
     if "metadata" in found and (caller is None or tenant is None):

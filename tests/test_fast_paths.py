@@ -231,6 +231,7 @@ def random_record(rng: random.Random, kind: str | None = None) -> SpanRecord:
                                 rng.randrange(0, 400 * 10**9)]),
         time_to_first_token_ns=rng.choice([None, None, 100_000_000, 100_000_001,
                                            rng.randrange(0, 400 * 10**9)]),
+        has_usage=kind == MODEL and rng.random() < 0.7,  # other usage: decided at close
     )
 
 
@@ -306,6 +307,26 @@ def _contexts(chain):
     return tuple(context_of(r) for r in chain)
 
 
+def _handed(spans, handed):
+    """What the assembly hands out for ``handed`` (span ids handed out together): a model
+    call without usage that is an ancestor of another model call among them counts nothing
+    (a wrapper around the requests it made); every other span is its record."""
+    wrappers = set()
+    for w in handed:
+        if spans[w][1].kind != MODEL:
+            continue
+        parent_id, depth = spans[w][0], 0
+        while parent_id is not None and parent_id != w and depth < MAX_DEPTH:
+            parent = spans.get(parent_id)
+            if parent_id in handed and parent is not None and parent[1].kind == MODEL \
+                    and not parent[1].has_usage:
+                wrappers.add(parent_id)
+            if parent is None:
+                break
+            parent_id, depth = parent[0], depth + 1
+    return [SpanRecord(kind=OTHER) if w in wrappers else spans[w][1] for w in handed]
+
+
 def test_a_context_keeps_every_field_attribution_reads_of_an_ancestor():
     rng = random.Random(7)
     for _ in range(200):
@@ -359,11 +380,14 @@ def test_assembly_hands_out_the_chains_a_plain_walk_finds_with_cycles_and_gaps(s
                 expected.append((w, chain))
         # an ancestor handed out already is kept as its context (assembly.context_of): the
         # fields attribution reads of an ancestor
-        got = [(r.span_id, _contexts(r.ancestors)) for r in a.ready(trace)]
-        assert got == [(w, _contexts(chain)) for w, chain in expected]
+        got = [(r.span_id, r.record, _contexts(r.ancestors)) for r in a.ready(trace)]
+        records = _handed(spans, [w for w, _ in expected])
+        assert got == [(w, record, _contexts(chain))
+                       for (w, chain), record in zip(expected, records, strict=True)]
     closed = a.close(trace)
+    records = _handed(spans, list(waiting))
     assert [(r.span_id, r.record, _contexts(r.ancestors)) for r in closed.leftovers] == [
-        (w, spans[w][1], _contexts(plain_chain(spans, spans[w][0], complete_only=False)))
-        for w in waiting
+        (w, record, _contexts(plain_chain(spans, spans[w][0], complete_only=False)))
+        for w, record in zip(waiting, records, strict=True)
     ]
     assert a.open_spans == 0 and a.open_traces == 0

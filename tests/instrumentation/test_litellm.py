@@ -27,8 +27,8 @@ documented way). Under an active span *without* that, it writes no span of its o
 sets the call's attributes on the active span (the application's agent span becomes a
 ``chat`` span): see ``test_under_an_active_span_litellm_rewrites_that_span``.
 
-Not covered: the LiteLLM proxy (``litellm[proxy]``, its ``LITELLM_OTEL_V2`` tracing and
-its virtual keys, teams and end users); see EMITTED.md.
+The proxy is ``test_litellm_proxy.py``'s (its own venv); its ``LITELLM_OTEL_V2`` tracing
+and virtual keys from Postgres are not covered (EMITTED.md).
 """
 
 from __future__ import annotations
