@@ -48,7 +48,7 @@ from exporter.otlp_bounds import (
     check_json,
     check_protobuf,
 )
-from otel_processor.conventions import READ_NAMES
+from otel_processor.conventions import COZE_JS_SPAN_TYPE, READ_NAMES, with_tracestate_caller
 
 __all__ = [
     "JSON", "PROTOBUF", "DecodeResult", "OtlpError", "WireSpan",
@@ -287,6 +287,7 @@ def _from_protobuf(body: bytes, max_spans: int, rejected: dict[str, int]) -> lis
     # (_id_problem names the reason only for a span that fails it).
     append, attributes_of, problem_of, wire = spans.append, _pb_attributes, _id_problem, WireSpan
     zero_trace, zero_span, error_code = _ZERO_TRACE_ID, _ZERO_SPAN_ID, _STATUS_CODE_ERROR
+    coze = COZE_JS_SPAN_TYPE
     for rs in request.resource_spans:
         try:
             resource_attributes = attributes_of(rs.resource.attributes)
@@ -303,6 +304,8 @@ def _from_protobuf(body: bytes, max_spans: int, rejected: dict[str, int]) -> lis
                         reason = "invalid_attribute"
                     else:
                         reason = None if resource_attributes is not None else "invalid_attribute"
+                        if coze in attributes:  # Coze Loop JS: its caller is in the tracestate
+                            attributes = with_tracestate_caller(attributes, span.trace_state)
                 else:
                     reason = problem_of(trace_id, span_id, parent)
                 if reason is not None:
@@ -454,6 +457,8 @@ def _js_span(span: object, path: str, resource_attributes, rejected: dict) -> Wi
         raise
     except Exception:  # _BadAttribute, or anything unforeseen in this span's values
         attributes = None
+    if attributes is not None and COZE_JS_SPAN_TYPE in attributes:  # caller in the tracestate
+        attributes = with_tracestate_caller(attributes, span.get("traceState"))
     reason = _id_problem(trace_id, span_id, parent)
     if reason is None and (attributes is None or resource_attributes is None):
         reason = "invalid_attribute"

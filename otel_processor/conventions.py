@@ -136,6 +136,8 @@ CALLER = (
     "metadata.user_api_key_end_user_id",
     "llm.user",
     "metadata.user_api_key_user_id",
+    # Coze Loop JS: its baggage user_id, from the span context's W3C tracestate (below)
+    "cozeloop.tracestate.user_id",
 )
 TENANT = (
     "tenant.id",
@@ -154,9 +156,44 @@ CONVERSATION = (
 COZE_JS_SPAN_TYPE = "cozeloop_span_type"
 COZE_JS_FIELDS = {"input": "input_tokens", "output": "output_tokens", "model": "model_name",
                   "reasoning": "reasoning_tokens"}
+#: Coze Loop JS keeps a trace's ``baggages`` (``user_id``, ``message_id``, ``thread_id``) in
+#: the W3C tracestate of its span context, not in attributes (``@cozeloop/ai``
+#: ``tracer/wrapper.ts`` ``injectBaggages``); an OTLP span carries it as ``trace_state``.
+#: Its ``user_id`` is read as this attribute, for Coze Loop JS spans only
+#: (:func:`with_tracestate_caller`).
+COZE_JS_TRACESTATE_CALLER = "cozeloop.tracestate.user_id"
+_TRACESTATE_USER_KEY = "user_id"
 WORKFLOW_TYPE = ("gen_ai.workflow.type",)
 DIFY_APP_MODE = ("dify.app.mode", "dify.app_mode")
 OPENINFERENCE_METADATA = "metadata"
+
+
+def with_tracestate_caller(attributes: Mapping, trace_state: object) -> Mapping:
+    """``attributes`` of a span, with Coze Loop JS's ``user_id`` from the span's tracestate
+    added as :data:`COZE_JS_TRACESTATE_CALLER` when the span is a Coze Loop JS span (it has
+    ``cozeloop_span_type``) and the tracestate has that key; else ``attributes`` as given.
+
+    ``trace_state`` is the W3C header's text (``"user_id=alice,rojo=00f0"``, as OTLP sends
+    it) or the SDK's ``TraceState`` (a mapping). Never raises: a tracestate it cannot read
+    names no caller.
+    """
+    if not trace_state or COZE_JS_SPAN_TYPE not in attributes:
+        return attributes
+    user = None
+    try:
+        if isinstance(trace_state, str):
+            for member in trace_state.split(","):
+                key, _, value = member.partition("=")
+                if key.strip() == _TRACESTATE_USER_KEY:
+                    user = value.strip()
+                    break
+        elif isinstance(trace_state, Mapping):
+            user = trace_state.get(_TRACESTATE_USER_KEY)
+    except Exception:
+        return attributes
+    if not isinstance(user, str) or not user:
+        return attributes
+    return {**attributes, COZE_JS_TRACESTATE_CALLER: user}
 
 
 class InvalidSpan(ValueError):

@@ -41,6 +41,7 @@ from otel_processor.assembly import (
 )
 from otel_processor.budgets import Budgets, load_budgets
 from otel_processor.collector import Health, TokenCollector
+from otel_processor.conventions import COZE_JS_SPAN_TYPE, with_tracestate_caller
 from otel_processor.directory import Directory
 from otel_processor.directory_source import DEFAULT_REFRESH_INTERVAL, DirectorySource
 from otel_processor.engine import LINK, effects_of, read_span
@@ -352,9 +353,12 @@ class TokenAttributionProcessor(SpanProcessor):
             return None
         try:
             resource = span.resource
+            attributes = _attributes_of(span)
+            if COZE_JS_SPAN_TYPE in attributes:  # its caller is in the tracestate
+                attributes = with_tracestate_caller(attributes, span.context.trace_state)
             record = read_span(
                 span.name,
-                _attributes_of(span),
+                attributes,
                 resource.attributes if resource is not None else None,
                 error=span.status.status_code is _ERROR,
                 start_ns=span.start_time,

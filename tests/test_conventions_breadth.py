@@ -249,6 +249,69 @@ def test_coze_loop_js_call_is_counted(make):
     assert tokens(p, "acme", "doubao-pro") == (12, 5)
 
 
+def _under_coze_baggages(user_id: str):
+    """A context whose span context carries Coze Loop JS's baggages in its W3C tracestate,
+    as ``@cozeloop/ai``'s ``injectBaggages`` makes it (spans started in it inherit it)."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    parent = SpanContext(trace_id=0x5B8EFFF798038103D269B633813FC60C, span_id=0xEEE19B7EC3C1B174,
+                         is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                         trace_state=TraceState([("user_id", user_id), ("message_id", "m-1")]))
+    return otel_context.attach(otel_trace.set_span_in_context(NonRecordingSpan(parent)))
+
+
+def test_coze_loop_js_caller_comes_from_the_tracestate(make):
+    from opentelemetry import context as otel_context
+
+    p = make()
+    token = _under_coze_baggages("bob")
+    try:
+        with span(p, "chat.model", **{"cozeloop_span_type": "model", "input_tokens": 12,
+                                      "output_tokens": 5, "model_name": "doubao-pro"}):
+            pass
+    finally:
+        otel_context.detach(token)
+    p.wait_closed(1)  # its parent (the context's span) never arrives: closed when idle
+    assert tokens(p, "acme", "doubao-pro") == (12, 5)
+    assert p.value("llm_member_tokens_total", tenant="acme", member="bob", type="input") == 12
+
+
+def test_the_tracestate_names_a_caller_of_coze_loop_js_spans_only(make):
+    from opentelemetry import context as otel_context
+
+    p = make()
+    token = _under_coze_baggages("bob")
+    try:  # not a Coze Loop JS span: a tracestate key user_id is someone else's
+        with span(p, "chat qwen-max", **{"gen_ai.operation.name": "chat",
+                                         "gen_ai.request.model": "qwen-max",
+                                         "gen_ai.usage.input_tokens": 7}):
+            pass
+    finally:
+        otel_context.detach(token)
+    p.wait_closed(1)
+    assert p.value("llm_unattributed_tokens_total", reason="no_caller") == 7
+
+
+def test_tracestate_caller_reads_the_header_text_and_the_sdk_mapping():
+    from opentelemetry.trace import TraceState
+
+    from otel_processor.conventions import COZE_JS_TRACESTATE_CALLER, with_tracestate_caller
+
+    coze = {"cozeloop_span_type": "model"}
+    for state in ("user_id=alice,message_id=m-1", " rojo=00f0 , user_id = alice ",
+                  TraceState([("user_id", "alice")])):
+        assert with_tracestate_caller(coze, state)[COZE_JS_TRACESTATE_CALLER] == "alice"
+    for state in ("", None, "message_id=m-1", "user_id=", "garbage", 42):
+        assert with_tracestate_caller(coze, state) is coze
+    other = {"gen_ai.operation.name": "chat"}
+    assert with_tracestate_caller(other, "user_id=alice") is other
+    # an attribute on the span still wins over the tracestate
+    record = normalize(with_tracestate_caller({**coze, "user.id": "carol"}, "user_id=alice"))
+    assert record.caller == "carol"
+
+
 # -- 6. Reasoning tokens -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", [

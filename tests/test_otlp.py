@@ -162,6 +162,19 @@ def test_handwritten_json_per_spec_decodes_to_the_attributes_that_are_read():
     )
 
 
+def test_coze_loop_js_caller_is_read_from_the_span_trace_state_in_both_encodings():
+    # @cozeloop/ai keeps its baggages in the span context's tracestate: OTLP's trace_state
+    coze = pb_span(trace_state="user_id=alice,message_id=m-1",
+                   attributes=[kv("cozeloop_span_type", string_value="model")])
+    other = pb_span(span_id=b"\x02" * 8, trace_state="user_id=alice",
+                    attributes=[kv("gen_ai.operation.name", string_value="chat")])
+    request = pb_request(coze, other)
+    for spans in (decode(request.SerializeToString()).spans, decode(otlp_json(request), JS).spans):
+        assert spans[0].attributes == {"cozeloop_span_type": "model",
+                                       "cozeloop.tracestate.user_id": "alice"}
+        assert spans[1].attributes == {"gen_ai.operation.name": "chat"}  # not Coze Loop JS
+
+
 def test_nested_values_flatten_the_same_from_protobuf_and_json():
     inner = KeyValueList(values=[kv("b", bytes_value=b"\x01\xff"), kv("n", int_value=-3)])
     nested = [

@@ -1,11 +1,13 @@
-"""Shared by the three instrumentation test files, each run in its own venv.
+"""Shared by the instrumentation test files, each run in its own venv.
 
 Only the OpenTelemetry SDK, ``openai``, prometheus-client and our package are imported
-here: each venv has a different instrumentation, and this file must import in all three.
+here at module level: each venv has a different instrumentation, and this file must import
+in all of them (the OTLP/HTTP exporter only when a test starts a service).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
@@ -172,6 +174,70 @@ def describe(span: ReadableSpan) -> str:
         k: v for k, v in (span.attributes or {}).items() if not k.startswith(_CONTENT_ATTRIBUTES)
     }
     return f"  {span.name} [{span.context.span_id:016x} <- {parent}] {keep}"
+
+
+class Relay(SpanProcessor):
+    """Forwards to the current test's processors.
+
+    For instrumentations whose tracer provider is fixed per process (``Traceloop.init``
+    builds one, a singleton; OpenLIT takes the global one once): the relay is the provider's
+    processor, and each test sets ``targets`` to its own fresh processors and registry.
+    Processors chained in front of it (traceloop's ``on_start``, which copies association
+    properties onto the span) run for the targets exactly as for a processor passed
+    directly.
+    """
+
+    def __init__(self) -> None:
+        self.targets: tuple[SpanProcessor, ...] = ()  # replaced whole between tests
+
+    def on_start(self, span, parent_context=None) -> None:
+        for target in self.targets:
+            target.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for target in self.targets:
+            target.on_end(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(target.force_flush(timeout_millis) for target in self.targets)
+
+
+class Exporter:
+    """A real ``llm-token-exporter serve`` on 127.0.0.1 (the instrumentation directory, no
+    prices): the service runtime. Its state goes to ``state_dir``, else to a temporary
+    directory that :meth:`close` removes."""
+
+    def __init__(self, state_dir: str | None = None) -> None:
+        from exporter.config import load_config
+        from exporter.server import start_server
+
+        self._tmp = None
+        if state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="llm-token-exporter-")
+            state_dir = self._tmp.name
+        overrides = {
+            "listen": "127.0.0.1:0",
+            "directory": str(DIRECTORY),
+            "state_dir": state_dir,
+            "sqlite_synchronous": "NORMAL",
+            "log_level": "WARNING",
+        }
+        self.server = start_server(load_config(None, env={}, overrides=overrides))
+        self.registry = self.server.service.registry
+        self.url = self.server.url
+        #: where senders post OTLP/HTTP
+        self.traces_url = self.url + "/v1/traces"
+
+    def span_processor(self) -> SimpleSpanProcessor:
+        """A processor that exports each span as it ends to this service (OTLP/HTTP)."""
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return SimpleSpanProcessor(OTLPSpanExporter(endpoint=self.traces_url))
+
+    def close(self) -> None:
+        self.server.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
 
 class Pipeline:

@@ -20,7 +20,6 @@ real ``llm-token-exporter serve`` on 127.0.0.1).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from typing import Any, TypedDict
 
@@ -35,7 +34,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.fakes.openai_server import FakeOpenAIServer, Usage
-from tests.instrumentation.conftest import DIRECTORY, USAGE, Readout, io
+from tests.instrumentation.conftest import USAGE, Exporter, Readout, io
 
 pytestmark = pytest.mark.instrumentation
 
@@ -55,33 +54,19 @@ class Runtime:
     def __init__(self, runtime: str, pipeline_factory: Any) -> None:
         self.captured = InMemorySpanExporter()
         self._server = None
-        self._state: tempfile.TemporaryDirectory | None = None
         if runtime == "in_process":
             p = pipeline_factory()
             self.provider = p.provider
             self.registry = p.registry
             self.captured = p.captured
         else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            from exporter.config import load_config
-            from exporter.server import start_server
-
-            self._state = tempfile.TemporaryDirectory(prefix="llm-token-exporter-langchain-")
-            overrides = {
-                "listen": "127.0.0.1:0",
-                "directory": str(DIRECTORY),
-                "state_dir": self._state.name,
-                "sqlite_synchronous": "NORMAL",
-                "log_level": "WARNING",
-            }
-            self._server = start_server(load_config(None, env={}, overrides=overrides))
-            self.registry = self._server.service.registry
+            self._server = Exporter()
+            self.registry = self._server.registry
             self.provider = TracerProvider(
                 resource=Resource.create({"service.name": "instrumentation-tests"})
             )
             self.provider.add_span_processor(
-                SimpleSpanProcessor(OTLPSpanExporter(endpoint=self._server.url + "/v1/traces"))
+                self._server.span_processor()
             )
             self.provider.add_span_processor(SimpleSpanProcessor(self.captured))
         self.tracer = self.provider.get_tracer("tests.instrumentation")
@@ -98,9 +83,7 @@ class Runtime:
     def close(self) -> None:
         if self._server is not None:
             self.provider.shutdown()
-            self._server.stop()
-        if self._state is not None:
-            self._state.cleanup()
+            self._server.close()
 
 
 @pytest.fixture(params=["in_process", "service"])

@@ -36,7 +36,6 @@ import os
 os.environ.setdefault("TRACELOOP_METRICS_ENABLED", "false")
 os.environ.setdefault("TRACELOOP_TELEMETRY", "false")
 
-import tempfile  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from typing import Any, TypedDict  # noqa: E402
 
@@ -46,7 +45,7 @@ from langchain_openai import ChatOpenAI  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from opentelemetry import context as otel_context  # noqa: E402
 from opentelemetry import trace  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace import SpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
@@ -58,7 +57,7 @@ from traceloop.sdk.instruments import Instruments  # noqa: E402
 
 from otel_processor import TokenAttributionProcessor  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAIServer, Usage  # noqa: E402
-from tests.instrumentation.conftest import CACHED, DIRECTORY, Readout, chat, io  # noqa: E402
+from tests.instrumentation.conftest import CACHED, DIRECTORY, Exporter, Readout, Relay, chat, io  # noqa: E402
 
 pytestmark = pytest.mark.instrumentation
 
@@ -67,29 +66,9 @@ ALICE = {"user_id": "alice", "tenant_id": "acme"}
 SERVICE = "llm_service_tokens_total"
 
 
-class _Relay(SpanProcessor):
-    """Forwards to the current test's processors (``Traceloop.init`` works once per
-    process; traceloop chains its own ``on_start``, which copies the association
-    properties onto the span, in front of the relay's). As in test_traceloop.py."""
-
-    def __init__(self) -> None:
-        self.targets: tuple[SpanProcessor, ...] = ()
-
-    def on_start(self, span, parent_context=None) -> None:
-        for target in self.targets:
-            target.on_start(span, parent_context)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        for target in self.targets:
-            target.on_end(span)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(target.force_flush(timeout_millis) for target in self.targets)
-
-
 @pytest.fixture(scope="session")
-def relay() -> _Relay:
-    relay = _Relay()
+def relay() -> Relay:
+    relay = Relay()
     Traceloop.init(
         app_name="llm-token-exporter-tests",
         processor=relay,
@@ -105,34 +84,18 @@ def relay() -> _Relay:
 class Runtime:
     """Our counters behind traceloop's provider: in process, or a real service."""
 
-    def __init__(self, runtime: str, relay: _Relay) -> None:
+    def __init__(self, runtime: str, relay: Relay) -> None:
         self.captured = InMemorySpanExporter()
         self._server = None
-        self._state: tempfile.TemporaryDirectory | None = None
         if runtime == "in_process":
             self.registry = CollectorRegistry()
             self.processor: SpanProcessor = TokenAttributionProcessor(
                 directory=str(DIRECTORY), prices=None, registry=self.registry
             )
         else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            from exporter.config import load_config
-            from exporter.server import start_server
-
-            self._state = tempfile.TemporaryDirectory(prefix="llm-token-exporter-lgtl-")
-            overrides = {
-                "listen": "127.0.0.1:0",
-                "directory": str(DIRECTORY),
-                "state_dir": self._state.name,
-                "sqlite_synchronous": "NORMAL",
-                "log_level": "WARNING",
-            }
-            self._server = start_server(load_config(None, env={}, overrides=overrides))
-            self.registry = self._server.service.registry
-            self.processor = SimpleSpanProcessor(
-                OTLPSpanExporter(endpoint=self._server.url + "/v1/traces")
-            )
+            self._server = Exporter()
+            self.registry = self._server.registry
+            self.processor = self._server.span_processor()
         self._relay = relay
         relay.targets = (self.processor, SimpleSpanProcessor(self.captured))
         self.readout = Readout(self.registry, self.captured)
@@ -148,9 +111,7 @@ class Runtime:
         self._relay.targets = ()
         self.processor.shutdown()
         if self._server is not None:
-            self._server.stop()
-        if self._state is not None:
-            self._state.cleanup()
+            self._server.close()
 
 
 @pytest.fixture(params=["in_process", "service"])

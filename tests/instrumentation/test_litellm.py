@@ -38,7 +38,6 @@ import os
 # Before litellm is imported: never fetch the model cost map from the network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -64,9 +63,9 @@ from opentelemetry.trace import Tracer  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAIServer, Usage  # noqa: E402
 from tests.instrumentation.conftest import (  # noqa: E402
     CACHED,
-    DIRECTORY,
     MESSAGES,
     USAGE,
+    Exporter,
     Readout,
     io,
     worked_example_expected,
@@ -160,7 +159,6 @@ class LiteLLM:
         self.gate = _Gate()
         self.calls = 0
         self._server = None
-        self._state: tempfile.TemporaryDirectory | None = None
         if runtime == "in_process":
             p = pipeline_factory()
             self.app_provider = p.provider
@@ -168,22 +166,9 @@ class LiteLLM:
             self.registry = p.registry
             self.otel = OpenTelemetry(config=OpenTelemetryConfig(), tracer_provider=p.provider)
         else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            from exporter.config import load_config
-            from exporter.server import start_server
-
-            self._state = tempfile.TemporaryDirectory(prefix="llm-token-exporter-litellm-")
-            overrides = {
-                "listen": "127.0.0.1:0",
-                "directory": str(DIRECTORY),
-                "state_dir": self._state.name,
-                "sqlite_synchronous": "NORMAL",
-                "log_level": "WARNING",
-            }
-            self._server = start_server(load_config(None, env={}, overrides=overrides))
-            self.registry = self._server.service.registry
-            endpoint = self._server.url + "/v1/traces"
+            self._server = Exporter()
+            self.registry = self._server.registry
+            endpoint = self._server.traces_url
             # LiteLLM's own provider and BatchSpanProcessor(OTLP/HTTP exporter), private
             # (skip_set_global) so each test has its own.
             self.otel = OpenTelemetry(
@@ -196,9 +181,7 @@ class LiteLLM:
             self.app_provider = TracerProvider(
                 resource=Resource.create({"service.name": "instrumentation-tests"})
             )
-            self.app_provider.add_span_processor(
-                SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
-            )
+            self.app_provider.add_span_processor(self._server.span_processor())
             self.app_provider.add_span_processor(SimpleSpanProcessor(self.captured))
         self.litellm_provider.add_span_processor(SimpleSpanProcessor(self.captured))
         self.tracer: Tracer = self.app_provider.get_tracer("tests.instrumentation")
@@ -317,9 +300,7 @@ class LiteLLM:
         if self._server is not None:
             self.litellm_provider.shutdown()
             self.app_provider.shutdown()
-            self._server.stop()
-        if self._state is not None:
-            self._state.cleanup()
+            self._server.close()
 
 
 @pytest.fixture(params=["default", "gen_ai_latest_experimental"])
@@ -559,48 +540,37 @@ def test_the_otel_callback_named_in_litellm_callbacks_exports_to_the_service(
     # SDK TracerProvider (BatchSpanProcessor + OTLP/HTTP exporter) and sets it as the
     # global one -- once per process, so this test alone uses it (the others pass their
     # provider, or skip_set_global).
-    from exporter.config import load_config
-    from exporter.server import start_server
-
     monkeypatch.delenv(_OPT_IN, raising=False)
-    with tempfile.TemporaryDirectory(prefix="llm-token-exporter-litellm-") as state:
-        overrides = {
-            "listen": "127.0.0.1:0",
-            "directory": str(DIRECTORY),
-            "state_dir": state,
-            "sqlite_synchronous": "NORMAL",
-            "log_level": "WARNING",
-        }
-        server = start_server(load_config(None, env={}, overrides=overrides))
-        try:
-            monkeypatch.setenv("OTEL_EXPORTER", "otlp_http")
-            monkeypatch.setenv("OTEL_ENDPOINT", server.url + "/v1/traces")
-            readout = Readout(server.service.registry)
-            logged = _Logged()
-            litellm.logging_callback_manager._reset_all_callbacks()
-            litellm.callbacks = ["otel", logged]
-            reply = litellm.completion(
-                model="openai/gpt-4o",
-                messages=MESSAGES,
-                api_base=fake_openai.base_url,
-                api_key="sk-test",
-                num_retries=0,
-                user="alice",
-            )
-            assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (100, 50)
-            logged.wait(1)
-            provider = trace.get_tracer_provider()
-            assert isinstance(provider, TracerProvider), provider  # LiteLLM's own
-            assert provider.force_flush(10_000)
+    service = Exporter()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER", "otlp_http")
+        monkeypatch.setenv("OTEL_ENDPOINT", service.traces_url)
+        readout = Readout(service.registry)
+        logged = _Logged()
+        litellm.logging_callback_manager._reset_all_callbacks()
+        litellm.callbacks = ["otel", logged]
+        reply = litellm.completion(
+            model="openai/gpt-4o",
+            messages=MESSAGES,
+            api_base=fake_openai.base_url,
+            api_key="sk-test",
+            num_retries=0,
+            user="alice",
+        )
+        assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (100, 50)
+        logged.wait(1)
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider), provider  # LiteLLM's own
+        assert provider.force_flush(10_000)
 
-            readout.check(
-                {
-                    "llm_model_tokens_total": io("acme", "gpt-4o", input=100, output=50),
-                    "llm_member_tokens_total": io("acme", "alice", input=100, output=50),
-                    "llm_model_requests_total": {("acme", "gpt-4o", "ok"): 1},
-                    "llm_unattributed_tokens_total": {},
-                }
-            )
-        finally:
-            litellm.logging_callback_manager._reset_all_callbacks()
-            server.stop()
+        readout.check(
+            {
+                "llm_model_tokens_total": io("acme", "gpt-4o", input=100, output=50),
+                "llm_member_tokens_total": io("acme", "alice", input=100, output=50),
+                "llm_model_requests_total": {("acme", "gpt-4o", "ok"): 1},
+                "llm_unattributed_tokens_total": {},
+            }
+        )
+    finally:
+        litellm.logging_callback_manager._reset_all_callbacks()
+        service.close()

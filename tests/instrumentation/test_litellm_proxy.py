@@ -62,7 +62,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.instrumentation.conftest import DIRECTORY, MESSAGES, USAGE, Readout, io
+from tests.instrumentation.conftest import DIRECTORY, MESSAGES, USAGE, Exporter, Readout, io
 
 pytestmark = [pytest.mark.instrumentation]
 
@@ -125,18 +125,8 @@ class Proxy:
             env["OTEL_SEMCONV_STABILITY_OPT_IN"] = semconv
         callbacks = ["otel"]
         if runtime == "service":
-            from exporter.config import load_config
-            from exporter.server import start_server
-
-            overrides = {
-                "listen": "127.0.0.1:0",
-                "directory": str(DIRECTORY),
-                "state_dir": str(work / "state"),
-                "sqlite_synchronous": "NORMAL",
-                "log_level": "WARNING",
-            }
-            self._server = start_server(load_config(None, env={}, overrides=overrides))
-            env.update(OTEL_EXPORTER="otlp_http", OTEL_ENDPOINT=self._server.url + "/v1/traces")
+            self._server = Exporter(str(work / "state"))
+            env.update(OTEL_EXPORTER="otlp_http", OTEL_ENDPOINT=self._server.traces_url)
             self.metrics_url = self._server.url + "/metrics"
         else:
             port = _free_port()
@@ -246,7 +236,7 @@ class Proxy:
                 self._proc.kill()
                 self._proc.wait(10)
         if self._server is not None:
-            self._server.stop()
+            self._server.close()
             self._server = None
         self._dir.cleanup()
 

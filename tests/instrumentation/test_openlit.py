@@ -57,7 +57,9 @@ from tests.instrumentation.conftest import (  # noqa: E402
     CACHED,
     DIRECTORY,
     MESSAGES,
+    Exporter,
     Readout,
+    Relay,
     chat,
     describe,
     embed,
@@ -76,27 +78,9 @@ CLAUDE = "claude-sonnet-4-5"
 CLAUDE_USAGE = AnthropicUsage(40, 25)
 
 
-class _Relay(SpanProcessor):
-    """Forwards to the current test's processors (OpenLIT's tracer is fixed per process)."""
-
-    def __init__(self) -> None:
-        self.targets: tuple[SpanProcessor, ...] = ()  # replaced whole between tests
-
-    def on_start(self, span, parent_context=None) -> None:
-        for target in self.targets:
-            target.on_start(span, parent_context)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        for target in self.targets:
-            target.on_end(span)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(target.force_flush(timeout_millis) for target in self.targets)
-
-
 @pytest.fixture(scope="session")
-def relay() -> Iterator[_Relay]:
-    relay = _Relay()
+def relay() -> Iterator[Relay]:
+    relay = Relay()
     provider = TracerProvider(resource=Resource.create({"service.name": "instrumentation-tests"}))
     provider.add_span_processor(relay)
     trace.set_tracer_provider(provider)
@@ -134,12 +118,11 @@ def claude(fake_anthropic: FakeAnthropicServer) -> anthropic.Anthropic:
 class Runtime:
     """The relay's targets for one runtime, the application's tracer, and the readout."""
 
-    def __init__(self, runtime: str, relay: _Relay) -> None:
+    def __init__(self, runtime: str, relay: Relay) -> None:
         self.relay = relay
         self.captured = InMemorySpanExporter()
         self.processor: TokenAttributionProcessor | None = None
         self._server = None
-        self._state: tempfile.TemporaryDirectory | None = None
         if runtime == "in_process":
             self.registry = CollectorRegistry()
             self.processor = TokenAttributionProcessor(
@@ -147,22 +130,9 @@ class Runtime:
             )
             first: SpanProcessor = self.processor
         else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            from exporter.config import load_config
-            from exporter.server import start_server
-
-            self._state = tempfile.TemporaryDirectory(prefix="llm-token-exporter-openlit-")
-            overrides = {
-                "listen": "127.0.0.1:0",
-                "directory": str(DIRECTORY),
-                "state_dir": self._state.name,
-                "sqlite_synchronous": "NORMAL",
-                "log_level": "WARNING",
-            }
-            self._server = start_server(load_config(None, env={}, overrides=overrides))
-            self.registry = self._server.service.registry
-            first = SimpleSpanProcessor(OTLPSpanExporter(endpoint=self._server.url + "/v1/traces"))
+            self._server = Exporter()
+            self.registry = self._server.registry
+            first = self._server.span_processor()
         relay.targets = (first, SimpleSpanProcessor(self.captured))
         self.tracer: Tracer = trace.get_tracer("tests.instrumentation")
         self.readout = Readout(self.registry, self.captured)
@@ -178,9 +148,7 @@ class Runtime:
         if self.processor is not None:
             self.processor.shutdown()
         if self._server is not None:
-            self._server.stop()
-        if self._state is not None:
-            self._state.cleanup()
+            self._server.close()
 
     # -- the application's own spans -----------------------------------------------------
 

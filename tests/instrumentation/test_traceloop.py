@@ -22,7 +22,6 @@ from typing import Any  # noqa: E402
 import openai  # noqa: E402
 import pytest  # noqa: E402
 from opentelemetry import context as otel_context  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
@@ -38,6 +37,7 @@ from tests.instrumentation.conftest import (  # noqa: E402
     CACHED,
     DIRECTORY,
     Readout,
+    Relay,
     chat,
     embed,
     io,
@@ -48,34 +48,9 @@ from tests.instrumentation.conftest import (  # noqa: E402
 pytestmark = pytest.mark.instrumentation
 
 
-class _Relay(SpanProcessor):
-    """Forwards to the current test's processors.
-
-    ``Traceloop.init`` builds one TracerProvider per process (``TracerWrapper`` is a
-    singleton), so it is called once; the relay lets every test own a fresh
-    :class:`TokenAttributionProcessor` and registry. Traceloop chains its own ``on_start``
-    (which copies association properties onto the span) in front of the relay's, exactly as
-    it does for a processor passed directly.
-    """
-
-    def __init__(self) -> None:
-        self.targets: tuple[SpanProcessor, ...] = ()  # replaced whole between tests
-
-    def on_start(self, span, parent_context=None) -> None:
-        for target in self.targets:
-            target.on_start(span, parent_context)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        for target in self.targets:
-            target.on_end(span)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(target.force_flush(timeout_millis) for target in self.targets)
-
-
 @pytest.fixture(scope="session")
-def relay() -> _Relay:
-    relay = _Relay()
+def relay() -> Relay:
+    relay = Relay()
     Traceloop.init(
         app_name="llm-token-exporter-tests",
         processor=relay,
@@ -87,7 +62,7 @@ def relay() -> _Relay:
 
 
 class _Pipeline:
-    def __init__(self, relay: _Relay) -> None:
+    def __init__(self, relay: Relay) -> None:
         self.registry = CollectorRegistry()
         self.processor = TokenAttributionProcessor(
             directory=str(DIRECTORY), prices=None, registry=self.registry
@@ -102,7 +77,7 @@ class _Pipeline:
 
 
 @pytest.fixture
-def pipeline(relay: _Relay) -> Iterator[_Pipeline]:
+def pipeline(relay: Relay) -> Iterator[_Pipeline]:
     # Association properties are attached to the context and never detached by traceloop:
     # run each test in a context of its own so none leaks into the next.
     token = otel_context.attach(otel_context.Context())

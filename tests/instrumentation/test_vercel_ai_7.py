@@ -49,9 +49,9 @@ import pytest
 from tests.fakes.openai_server import FakeOpenAIServer, Usage
 from tests.instrumentation.conftest import (
     CACHED,
-    DIRECTORY,
     HERE,
     USAGE,
+    Exporter,
     Readout,
     io,
     worked_example_expected,
@@ -98,20 +98,10 @@ class Service:
     """A real ``llm-token-exporter serve`` on 127.0.0.1 (the instrumentation directory, no
     prices), and the Node script pointed at it and at the fake OpenAI server."""
 
-    def __init__(self, fake: FakeOpenAIServer, state_dir: str) -> None:
-        from exporter.config import load_config
-        from exporter.server import start_server
-
-        overrides = {
-            "listen": "127.0.0.1:0",
-            "directory": str(DIRECTORY),
-            "state_dir": state_dir,
-            "sqlite_synchronous": "NORMAL",
-            "log_level": "WARNING",
-        }
+    def __init__(self, fake: FakeOpenAIServer) -> None:
         self.fake = fake
-        self.server = start_server(load_config(None, env={}, overrides=overrides))
-        self.readout = Readout(self.server.service.registry)
+        self.exporter = Exporter()
+        self.readout = Readout(self.exporter.registry)
         self.last_run: NodeRun | None = None
 
     def run(
@@ -129,7 +119,7 @@ class Service:
             spans_file = Path(tmp) / "spans.json"
             plan = {
                 "baseURL": self.fake.base_url,
-                "otlpEndpoint": self.server.url + "/v1/traces",
+                "otlpEndpoint": self.exporter.traces_url,
                 "processor": processor,
                 "integration": integration,
                 "spansOut": str(spans_file),
@@ -164,7 +154,7 @@ class Service:
             ) from None
 
     def close(self) -> None:
-        self.server.stop()
+        self.exporter.close()
 
 
 def _node() -> str:
@@ -179,12 +169,11 @@ def _node() -> str:
 
 @pytest.fixture
 def service(fake_openai: FakeOpenAIServer) -> Iterator[Service]:
-    with tempfile.TemporaryDirectory(prefix="llm-token-exporter-vercel-7-") as state:
-        running = Service(fake_openai, state)
-        try:
-            yield running
-        finally:
-            running.close()
+    running = Service(fake_openai)
+    try:
+        yield running
+    finally:
+        running.close()
 
 
 # -- a model that calls a tool ---------------------------------------------------------------
