@@ -166,6 +166,9 @@ _TRACESTATE_USER_KEY = "user_id"
 WORKFLOW_TYPE = ("gen_ai.workflow.type",)
 DIFY_APP_MODE = ("dify.app.mode", "dify.app_mode")
 OPENINFERENCE_METADATA = "metadata"
+#: LiteLLM proxy: the allowlisted keys of the calling key's team metadata, a JSON object
+#: (``LITELLM_OTEL_BAGGAGE_TEAM_METADATA_KEYS=tenant_id``); its ``tenant_id`` is the tenant.
+LITELLM_TEAM_METADATA = "litellm.team.metadata"
 
 
 def with_tracestate_caller(attributes: Mapping, trace_state: object) -> Mapping:
@@ -292,6 +295,7 @@ _FIELD_TABLES = {
     "workflow_mode": ("workflow_mode",),
     "error_type": ("error.type",),
     "metadata": (OPENINFERENCE_METADATA,),
+    "team_metadata": (LITELLM_TEAM_METADATA,),
     "oi_parameters": OPENINFERENCE_PARAMETERS,
 }
 _INDEX: dict[str, tuple[tuple[str, int], ...]] = {}
@@ -459,6 +463,19 @@ def _metadata_ids(found: Mapping, caller: bool, tenant: bool) -> tuple[str | Non
         _ident({"metadata.tenant_id": doc.get("tenant_id")}, "metadata.tenant_id")
         if tenant else None,
     )
+
+
+def _json_tenant(raw: object) -> str | None:
+    """The ``tenant_id`` of a JSON object string (LiteLLM's ``litellm.team.metadata``)."""
+    if not isinstance(raw, str) or "tenant_id" not in raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's limit
+        return None
+    if not isinstance(doc, dict):
+        return None
+    return _ident({"team.tenant_id": doc.get("tenant_id")}, "team.tenant_id")
 
 
 def _named_after_its_model(found: Mapping, name: str | None) -> bool:
@@ -689,6 +706,8 @@ def _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns, ope
         meta_caller, meta_tenant = _metadata_ids(found, caller is None, tenant is None)
         caller = caller or meta_caller
         tenant = tenant or meta_tenant
+    if tenant is None and "team_metadata" in found:
+        tenant = _json_tenant(found["team_metadata"])
     outcome = "error" if error or "error_type" in found else "ok"
     conversation = _ident(found, "conversation") if "conversation" in found else None
     if kind == MODEL:

@@ -160,6 +160,31 @@ def test_litellm_proxy_call_is_attributed_to_the_keys_user(make):
     assert p.value("llm_member_tokens_total", tenant="acme", member="bob", type="input") == 40
 
 
+def test_litellm_team_metadata_names_the_tenant():
+    call = {"gen_ai.operation.name": "acompletion", "metadata.user_api_key_user_id": "carol"}
+    record = normalize({**call, "litellm.team.metadata": '{"tenant_id": "acme"}'})
+    assert (record.caller, record.tenant) == ("carol", "acme")
+    # a tenant attribute of the span wins; no tenant_id, or no JSON object, names none
+    assert normalize({**call, "litellm.team.metadata": '{"tenant_id": "acme"}',
+                      "tenant.id": "globex"}).tenant == "globex"
+    for raw in ('{"region": "eu"}', "not json", '["tenant_id"]', '{"tenant_id": ""}'):
+        assert normalize({**call, "litellm.team.metadata": raw}).tenant is None
+
+
+def test_a_team_tenant_the_caller_is_no_member_of_is_not_member(make):
+    # carol is a member of globex only: her key's team says acme, so acme does not pay
+    p = make()
+    with span(p, "litellm_request", **{
+            "gen_ai.operation.name": "acompletion", "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 50,
+            "metadata.user_api_key_user_id": "carol",
+            "litellm.team.metadata": '{"tenant_id": "acme"}'}):
+        pass
+    p.wait_closed(1)
+    assert p.value("llm_unattributed_tokens_total", reason="not_member") == 150
+    assert tokens(p, "globex", "gpt-4o") == (0, 0)
+
+
 # -- 3. OpenLIT --------------------------------------------------------------------------------
 
 def _openlit_chat(provider: str, **extra):

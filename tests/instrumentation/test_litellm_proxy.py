@@ -119,6 +119,8 @@ class Proxy:
             LITELLM_LOG="ERROR",
             # the proxy's exporter sends its batch every 100 ms (the SDK default is 5 s)
             OTEL_BSP_SCHEDULE_DELAY="100",
+            # a team's metadata key tenant_id goes onto the spans (litellm.team.metadata)
+            LITELLM_OTEL_BAGGAGE_TEAM_METADATA_KEYS="tenant_id",
             NO_PROXY="127.0.0.1",
         )
         if semconv != "default":
@@ -409,6 +411,23 @@ def test_the_team_is_not_the_tenant(proxy):
             "llm_model_tokens_total": io("acme", "gpt-4o", input=100, output=50),
             "llm_member_tokens_total": io("acme", "bob", input=100, output=50),
             "llm_unattributed_tokens_total": {},
+        },
+    )
+
+
+def test_the_teams_metadata_may_name_the_tenant(proxy):
+    # docs/conventions.md: with LITELLM_OTEL_BAGGAGE_TEAM_METADATA_KEYS=tenant_id, the
+    # tenant_id of the key's team metadata is the call's tenant. carol is a member of
+    # globex only; her key's team bills acme: not a member, nothing to globex.
+    readout = proxy.readout()
+    _chat(proxy.client("sk-carol-in-acme-billing"), "gpt-4o")
+
+    proxy.check(
+        readout,
+        {
+            "llm_model_tokens_total": {},
+            "llm_member_tokens_total": {},
+            "llm_unattributed_tokens_total": {("not_member",): 150},
         },
     )
 

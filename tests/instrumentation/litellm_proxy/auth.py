@@ -36,7 +36,13 @@ KEYS = {
     "sk-service": ("support-app", "acme", True),
     # what the documentation's example returns: no parent_otel_span
     "sk-naive-bob": ("bob", "acme", False),
+    # a team whose metadata names its billing tenant (TEAM_METADATA): carol is no member
+    "sk-carol-in-acme-billing": ("carol", "acme-billing", True),
 }
+#: team id -> the team's metadata, as an admin sets it (`/team/new` with `metadata=`); the
+#: proxy writes its allowlisted keys (LITELLM_OTEL_BAGGAGE_TEAM_METADATA_KEYS=tenant_id) as
+#: the JSON attribute `litellm.team.metadata`.
+TEAM_METADATA = {"acme-billing": {"tenant_id": "acme", "cost_center": "cc-7"}}
 
 
 class UnknownKey(Exception):
@@ -51,6 +57,8 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
     extra = {}
     if pass_span:
         extra["parent_otel_span"] = getattr(request.state, "parent_otel_span", None)
+    if team_id in TEAM_METADATA:
+        extra["team_metadata"] = TEAM_METADATA[team_id]
     return UserAPIKeyAuth(
         api_key=api_key, user_id=user_id, team_id=team_id, team_alias=f"{team_id} team", **extra
     )
