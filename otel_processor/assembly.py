@@ -290,7 +290,7 @@ class Assembler:
         out = []
         spans, waiting = trace.spans, trace.waiting
         usage = self._usage(trace)
-        bare = None  # model calls without usage handed out now: maybe wrappers
+        models = 0  # model calls handed out now: one may wrap another (_wrappers)
         for span_id in list(waiting):
             parent_id, record = spans[span_id]
             ancestors = _complete_chain(spans, parent_id)
@@ -298,12 +298,10 @@ class Assembler:
                 del waiting[span_id]
                 out.append(Ready(trace_id, span_id, record, ancestors, usage))
                 spans[span_id] = (parent_id, context_of(record))
-                if record.kind == MODEL and not record.has_usage:
-                    if bare is None:
-                        bare = set()
-                    bare.add(span_id)
-        if bare is not None:
-            wrappers = _wrappers(spans, out, bare)
+                if record.kind == MODEL:
+                    models += 1
+        if models > 1:
+            wrappers = _wrappers(spans, out)
             if wrappers:
                 out = [_as_nothing(r) if r.span_id in wrappers else r for r in out]
         return out
@@ -375,9 +373,8 @@ class Assembler:
             Ready(trace_id, span_id, node[1], _chain(trace, node, complete_only=False), usage)
             for span_id, node in ((i, trace.spans[i]) for i in trace.waiting)
         ]
-        bare = {r.span_id for r in leftovers if r.record.kind == MODEL and not r.record.has_usage}
-        if bare:
-            wrappers = _wrappers(trace.spans, leftovers, bare)
+        if sum(r.record.kind == MODEL for r in leftovers) > 1:
+            wrappers = _wrappers(trace.spans, leftovers)
             leftovers = [_as_nothing(r) if r.span_id in wrappers else r for r in leftovers]
         return Closed(trace_id, reason, (*leftovers, *own))
 
@@ -393,21 +390,23 @@ def _as_nothing(ready: Ready) -> Ready:
     return Ready(ready.trace_id, ready.span_id, _NOTHING, ready.ancestors, ready.usage)
 
 
-def _wrappers(spans: dict, handed: list, bare: set) -> set:
-    """Of ``bare`` (model calls without usage, handed out with ``handed``), those that are
-    an ancestor of another model call handed out with them: a wrapper around the model
-    requests it makes (AI SDK 7's ``embeddings`` span around one span per request), no
-    request of its own. The calls inside count, errors included; the wrapper stays context."""
+def _wrappers(spans: dict, handed: list) -> set:
+    """Of the model calls in ``handed`` (handed out together), those around another of them:
+    they count nothing, the calls inside them do (R1: usage nested in usage counts once, at
+    the innermost span). A model call that reports no usage and has model calls under it
+    wraps the requests it made (AI SDK 7's ``embeddings`` span around one span per request);
+    one that reports usage around one that reports usage repeats it (two instrumentations on
+    one call: OpenLIT's LangChain span, current while its OpenAI span runs). A call that
+    reports usage around one that reports none still counts (its usage is the only one)."""
+    models = {r.span_id: r.record.has_usage for r in handed if r.record.kind == MODEL}
     found = set()
-    for ready in handed:
-        if ready.record.kind != MODEL:
-            continue
-        own = ready.span_id
+    for own, has_usage in models.items():
         node = spans.get(own)
         parent_id = node[0] if node is not None else None
         depth = 0
         while parent_id is not None and parent_id != own and depth < MAX_DEPTH:
-            if parent_id in bare:
+            around = models.get(parent_id)
+            if around is not None and (has_usage or not around):
                 found.add(parent_id)
             parent = spans.get(parent_id)
             if parent is None:

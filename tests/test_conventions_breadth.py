@@ -553,3 +553,56 @@ def test_a_langgraph_run_inside_an_agent_span_counts_one_invocation(make):
                    type="input") == 100
     assert p.value("llm_agent_invocations_total", owner_tenant="acme", agent="support-bot") == 1
     assert p.value("llm_agent_invocations_total", owner_tenant="", agent="agent") == 0
+
+
+# -- Model calls around model calls (two instrumentations on one call) ---------------------------
+
+def _model(p, name: str, usage: tuple[int, int] | None, **extra):
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", **extra}
+    if usage is not None:
+        attrs.update({"gen_ai.usage.input_tokens": usage[0],
+                      "gen_ai.usage.output_tokens": usage[1]})
+    return span(p, name, **attrs)
+
+
+def _requests(p) -> int:
+    return int(p.value("llm_model_requests_total", tenant="acme", model="gpt-4o", outcome="ok"))
+
+
+def test_a_model_call_inside_a_model_call_that_repeats_its_usage_counts_once(make):
+    # OpenLIT's LangChain span is current while its OpenAI span runs: both report the call
+    p = make()
+    with span(p, "agent", **{"gen_ai.operation.name": "invoke_agent",
+                             "gen_ai.agent.id": "support-bot", "enduser.id": "alice"}):
+        with _model(p, "chat ChatOpenAI", (100, 50), **{"telemetry.sdk.name": "openlit"}):
+            with _model(p, "chat gpt-4o", (100, 50)):
+                pass
+    p.wait_closed(1)
+    assert tokens(p, "acme", "gpt-4o") == (100, 50)
+    assert _requests(p) == 1
+    assert p.value("llm_agent_tokens_total", tenant="acme", agent="support-bot",
+                   type="input") == 100
+
+
+def test_a_model_call_with_usage_around_one_without_still_counts_its_usage(make):
+    # the outer call's usage is the only one: it counts (and so does the request inside)
+    p = make()
+    with span(p, "root", **{"enduser.id": "alice"}):
+        with _model(p, "chat outer", (100, 50)):
+            with _model(p, "chat inner", None):
+                pass
+    p.wait_closed(1)
+    assert tokens(p, "acme", "gpt-4o") == (100, 50)
+    assert _requests(p) == 2
+
+
+def test_sibling_model_calls_each_count(make):
+    p = make()
+    with span(p, "root", **{"enduser.id": "alice"}):
+        with _model(p, "chat 1", (100, 50)):
+            pass
+        with _model(p, "chat 2", (30, 3)):
+            pass
+    p.wait_closed(1)
+    assert tokens(p, "acme", "gpt-4o") == (130, 53)
+    assert _requests(p) == 2

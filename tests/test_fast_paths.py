@@ -309,17 +309,19 @@ def _contexts(chain):
 
 def _handed(spans, handed):
     """What the assembly hands out for ``handed`` (span ids handed out together): a model
-    call without usage that is an ancestor of another model call among them counts nothing
-    (a wrapper around the requests it made); every other span is its record."""
+    call that is an ancestor of another model call among them counts nothing when it
+    reports no usage (a wrapper around the requests it made) or when the call inside
+    reports usage (its usage repeats it); every other span is its record."""
     wrappers = set()
     for w in handed:
-        if spans[w][1].kind != MODEL:
+        inner = spans[w][1]
+        if inner.kind != MODEL:
             continue
         parent_id, depth = spans[w][0], 0
         while parent_id is not None and parent_id != w and depth < MAX_DEPTH:
             parent = spans.get(parent_id)
             if parent_id in handed and parent is not None and parent[1].kind == MODEL \
-                    and not parent[1].has_usage:
+                    and (inner.has_usage or not parent[1].has_usage):
                 wrappers.add(parent_id)
             if parent is None:
                 break
