@@ -26,13 +26,12 @@ import re
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from exporter.journal import Journal, JournalError
 from exporter.store import FILENAME
 from otel_processor.metrics import OVERFLOW
-from otel_processor.periods import AGENT, MEMBER, MODEL, TENANT, WORKFLOW
+from otel_processor.periods import AGENT, MEMBER, MODEL, TENANT, WORKFLOW, add_amounts
 from otel_processor.prices import PICO_PER_USD
 
 #: The report's sections, in order: (key in the report, period scope, heading).
@@ -113,7 +112,7 @@ def _read_once(db: sqlite3.Connection, journal: Journal, tenant: str, month: str
         rows: dict[tuple[str, str], list[int]] = {}
         for scope, id_, tin, tout, high, low, unpriced, calls in db.execute(
                 _READ_ROWS, (tenant, month)):
-            _add(rows, (scope, id_), (tin, tout, high * _LOW + low, unpriced, calls))
+            add_amounts(rows, (scope, id_), (tin, tout, high * _LOW + low, unpriced, calls))
     finally:
         db.execute("COMMIT")
     last, frames = seq, 0
@@ -127,7 +126,7 @@ def _read_once(db: sqlite3.Connection, journal: Journal, tenant: str, month: str
             if len(frame) > 7:  # a frame of an older version holds no period rows
                 for row in frame[7]:
                     if row[0] == tenant and row[1] == month:
-                        _add(rows, (row[2], row[3]), row[4:])
+                        add_amounts(rows, (row[2], row[3]), row[4:])
     except JournalError as exc:
         if isinstance(exc.__cause__, FileNotFoundError):
             raise _Retry from None  # deleted by a checkpoint while listed
@@ -137,15 +136,6 @@ def _read_once(db: sqlite3.Connection, journal: Journal, tenant: str, month: str
         # a checkpoint took frames past those read: they may have been there all along
         raise _Retry
     return {"rows": rows, "checkpoint_seq": seq, "last_frame": last, "journal_frames": frames}
-
-
-def _add(rows: dict, key: tuple, amounts: Iterable[int]) -> None:
-    row = rows.get(key)
-    if row is None:
-        rows[key] = list(amounts)
-    else:
-        for i, amount in enumerate(amounts):
-            row[i] += amount
 
 
 # -- the report -------------------------------------------------------------------------------

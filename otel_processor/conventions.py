@@ -450,13 +450,8 @@ def _metadata_ids(found: Mapping, caller: bool, tenant: bool) -> tuple[str | Non
         return None, None
     caller = caller and "user_id" in raw
     tenant = tenant and "tenant_id" in raw
-    if not (caller or tenant):
-        return None, None
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's limit
-        return None, None
-    if not isinstance(doc, dict):
+    doc = _json_object(raw) if caller or tenant else None
+    if doc is None:
         return None, None
     return (
         _ident({"metadata.user_id": doc.get("user_id")}, "metadata.user_id") if caller else None,
@@ -465,17 +460,23 @@ def _metadata_ids(found: Mapping, caller: bool, tenant: bool) -> tuple[str | Non
     )
 
 
-def _json_tenant(raw: object) -> str | None:
-    """The ``tenant_id`` of a JSON object string (LiteLLM's ``litellm.team.metadata``)."""
-    if not isinstance(raw, str) or "tenant_id" not in raw:
+def _json_object(raw: object, needle: str = "") -> dict | None:
+    """``raw`` parsed when it is a string holding a JSON object (and ``needle``, a cheap test
+    before parsing); else None: not a string, not JSON, nested beyond the parser's limit."""
+    if not isinstance(raw, str) or needle not in raw:
         return None
     try:
         doc = json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's limit
+    except (ValueError, RecursionError):
         return None
-    if not isinstance(doc, dict):
-        return None
-    return _ident({"team.tenant_id": doc.get("tenant_id")}, "team.tenant_id")
+    return doc if isinstance(doc, dict) else None
+
+
+def _json_tenant(raw: object) -> str | None:
+    """The ``tenant_id`` of a JSON object string (LiteLLM's ``litellm.team.metadata``)."""
+    doc = _json_object(raw, "tenant_id")
+    return None if doc is None else _ident({"team.tenant_id": doc.get("tenant_id")},
+                                           "team.tenant_id")
 
 
 def _named_after_its_model(found: Mapping, name: str | None) -> bool:
@@ -492,14 +493,8 @@ def _is_langgraph_node(found: Mapping) -> bool:
     """Whether an OpenInference span is a LangGraph node: its JSON ``metadata`` (LangChain's
     run metadata) has the key ``langgraph_node``. OpenInference's LangChain instrumentation
     makes such a node an ``AGENT`` span when its name contains "agent"; it is no agent."""
-    raw = found.get("metadata")
-    if not isinstance(raw, str) or '"langgraph_node"' not in raw:
-        return False
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's limit
-        return False
-    return isinstance(doc, dict) and "langgraph_node" in doc
+    doc = _json_object(found.get("metadata"), '"langgraph_node"')
+    return doc is not None and "langgraph_node" in doc
 
 
 #: Providers that name the LangChain / LangGraph framework itself, not a model vendor: on an
@@ -518,15 +513,8 @@ def _is_framework_span(found: Mapping) -> bool:
 
 
 def _openinference_model(found: Mapping) -> str | None:
-    raw = found.get("oi_parameters")
-    if not isinstance(raw, str) or '"model"' not in raw:
-        return None
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's limit
-        return None
-    value = doc.get("model") if isinstance(doc, dict) else None
-    return _ident({"model": value}, "model")
+    doc = _json_object(found.get("oi_parameters"), '"model"')
+    return None if doc is None else _ident({"model": doc.get("model")}, "model")
 
 
 def _id_from_name(name: str | None, prefix: str) -> str | None:

@@ -132,17 +132,31 @@ class ServicePipeline(Pipeline):
 RUNTIMES = {"in_process": Pipeline, "service": ServicePipeline}
 
 
+def _factory(runtime: str, made: list, **defaults):
+    def make(**kwargs) -> Pipeline:
+        p = RUNTIMES[runtime](**{**defaults, **kwargs})
+        made.append(p)
+        return p
+    return make
+
+
 @pytest.fixture(params=sorted(RUNTIMES))
 def runtime(request):
     """A factory of pipelines on each runtime in turn: tests that state a rule use it."""
-    made = []
+    made: list = []
+    yield _factory(request.param, made)
+    for p in made:
+        p.close()
 
-    def make(**kwargs) -> Pipeline:
-        p = RUNTIMES[request.param](**kwargs)
-        made.append(p)
-        return p
 
-    yield make
+@pytest.fixture(params=sorted(RUNTIMES))
+def quick_runtime(request):
+    """As ``runtime``, the service closing an idle trace after 0.3 s: usage on a span that is
+    no model call, and a trace whose root never arrives, are decided when the trace closes
+    (``Pipeline.wait_closed``)."""
+    made: list = []
+    defaults = {"trace_idle_timeout": 0.3} if request.param == "service" else {}
+    yield _factory(request.param, made, **defaults)
     for p in made:
         p.close()
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import pytest
 
 from otel_processor.conventions import AGENT, MODEL, OTHER, normalize
-from tests.conftest import RUNTIMES
 
 TOKENS = "llm_model_tokens_total"
 
@@ -109,24 +108,6 @@ def test_time_to_first_chunk_of_a_streamed_call_is_read_in_seconds():
 # -- whole traces, both runtimes --------------------------------------------------------------
 
 
-@pytest.fixture(params=sorted(RUNTIMES))
-def make(request):
-    """A pipeline on each runtime; the service closes an idle trace after 0.3 s (the root's
-    usage, a span that is no model call, is decided when its trace closes)."""
-    made = []
-
-    def factory(**kwargs):
-        if request.param == "service":
-            kwargs.setdefault("trace_idle_timeout", 0.3)
-        p = RUNTIMES[request.param](**kwargs)
-        made.append(p)
-        return p
-
-    yield factory
-    for p in made:
-        p.close()
-
-
 def span(p, name: str, attrs: dict):
     return p.tracer.start_as_current_span(name, attributes=attrs)
 
@@ -150,8 +131,8 @@ def agents(p) -> dict:
     return {dict(k)["agent"]: v for k, v in p.samples("llm_agent_invocations_total").items()}
 
 
-def test_a_call_outside_any_agent_counts_its_steps_once_and_no_agent(make):
-    p = make()
+def test_a_call_outside_any_agent_counts_its_steps_once_and_no_agent(quick_runtime):
+    p = quick_runtime()
     ai_sdk_7_call(p)
     p.wait_closed(1)
     assert p.tokens(TOKENS, tenant="acme", model="gpt-4o") == 140 + 58
@@ -163,8 +144,8 @@ def test_a_call_outside_any_agent_counts_its_steps_once_and_no_agent(make):
     assert sum(p.samples("llm_unclassified_usage_tokens_total").values()) == 0
 
 
-def test_a_call_inside_the_applications_agent_is_that_agents(make):
-    p = make()
+def test_a_call_inside_the_applications_agent_is_that_agents(quick_runtime):
+    p = quick_runtime()
     with span(p, "invoke_agent support-bot", {"gen_ai.operation.name": "invoke_agent",
                                               "gen_ai.agent.id": "support-bot"}):
         ai_sdk_7_call(p)
@@ -174,8 +155,8 @@ def test_a_call_inside_the_applications_agent_is_that_agents(make):
     assert p.tokens(TOKENS, tenant="acme", model="gpt-4o") == 198
 
 
-def test_a_call_with_a_function_id_is_that_agent(make):
-    p = make()
+def test_a_call_with_a_function_id_is_that_agent(quick_runtime):
+    p = quick_runtime()
     ai_sdk_7_call(p, {"gen_ai.agent.name": "support-bot"})
     p.wait_closed(1)
     assert p.tokens("llm_agent_tokens_total", tenant="acme", agent="support-bot") == 198
@@ -183,8 +164,8 @@ def test_a_call_with_a_function_id_is_that_agent(make):
     assert p.tokens(TOKENS, tenant="acme", model="gpt-4o") == 198  # the root's total: not added
 
 
-def test_an_embed_call_counts_one_request(make):
-    p = make()
+def test_an_embed_call_counts_one_request(quick_runtime):
+    p = quick_runtime()
     embeddings = {"gen_ai.operation.name": "embeddings", "gen_ai.provider.name": "openai",
                   "gen_ai.request.model": "text-embedding-3-small",
                   "ai.settings.context.userId": "alice"}
@@ -208,9 +189,9 @@ def requests_of(p, model: str) -> dict[str, int]:
                                  outcome=outcome)) for outcome in ("ok", "error")}
 
 
-def test_an_embed_many_call_counts_each_request_inside_it(make):
+def test_an_embed_many_call_counts_each_request_inside_it(quick_runtime):
     # embedMany: one root span around one span per request the SDK made (each with usage)
-    p = make()
+    p = quick_runtime()
     with span(p, "embeddings text-embedding-3-small", EMBEDDINGS):
         for tokens in (12, 30):
             with span(p, "embeddings text-embedding-3-small",
@@ -221,11 +202,11 @@ def test_an_embed_many_call_counts_each_request_inside_it(make):
     assert requests_of(p, "text-embedding-3-small") == {"ok": 2, "error": 0}
 
 
-def test_a_failed_embed_call_counts_one_error(make):
+def test_a_failed_embed_call_counts_one_error(quick_runtime):
     # both spans fail and report no usage: the request inside is the one error
     from opentelemetry.trace import Status, StatusCode
 
-    p = make()
+    p = quick_runtime()
     with span(p, "embeddings text-embedding-3-small", EMBEDDINGS) as root:
         with span(p, "embeddings text-embedding-3-small", EMBEDDINGS) as inner:
             inner.set_status(Status(StatusCode.ERROR))
@@ -234,9 +215,9 @@ def test_a_failed_embed_call_counts_one_error(make):
     assert requests_of(p, "text-embedding-3-small") == {"ok": 0, "error": 1}
 
 
-def test_a_model_call_without_usage_and_no_call_inside_is_still_a_request(make):
+def test_a_model_call_without_usage_and_no_call_inside_is_still_a_request(quick_runtime):
     # a streamed call without include_usage: no usage, but one request
-    p = make()
+    p = quick_runtime()
     with span(p, "agent", {"gen_ai.operation.name": "invoke_agent",
                            "gen_ai.agent.id": "support-bot", "enduser.id": "alice"}):
         with span(p, "chat gpt-4o", {"gen_ai.operation.name": "chat",

@@ -11,28 +11,9 @@ import pytest
 from opentelemetry.sdk.resources import Resource
 
 from otel_processor.conventions import MODEL, OTHER, WORKFLOW, normalize, span_kind
-from tests.conftest import RUNTIMES
 
 TOKENS = "llm_model_tokens_total"
 UNCLASSIFIED = "llm_unclassified_usage_tokens_total"
-
-
-@pytest.fixture(params=sorted(RUNTIMES))
-def make(request):
-    """A pipeline on each runtime; the service closes an idle trace after 0.3 s (usage on a
-    span that is no model call is decided when its trace closes)."""
-    made = []
-
-    def factory(**kwargs):
-        if request.param == "service":
-            kwargs.setdefault("trace_idle_timeout", 0.3)
-        p = RUNTIMES[request.param](**kwargs)
-        made.append(p)
-        return p
-
-    yield factory
-    for p in made:
-        p.close()
 
 
 def tokens(p, tenant: str, model: str) -> tuple[int, int]:
@@ -107,9 +88,9 @@ def test_ai_sdk_7_context_names_the_caller_and_tenant():
     assert (record.caller, record.tenant) == ("bob", "acme")
 
 
-def test_vercel_generate_text_counts_its_steps_once(make):
+def test_vercel_generate_text_counts_its_steps_once(quick_runtime):
     """The outer ai.generateText repeats its steps' totals: counted once, from the steps."""
-    p = make()
+    p = quick_runtime()
     meta = {"ai.telemetry.metadata.userId": "alice", "ai.model.id": "gpt-4o",
             "ai.model.provider": "openai.chat"}
     with span(p, "ai.generateText", **{"operation.name": "ai.generateText",
@@ -146,8 +127,8 @@ def test_litellm_callers_and_call_types():
         assert span_kind({"gen_ai.operation.name": op}) == MODEL
 
 
-def test_litellm_proxy_call_is_attributed_to_the_keys_user(make):
-    p = make()
+def test_litellm_proxy_call_is_attributed_to_the_keys_user(quick_runtime):
+    p = quick_runtime()
     with span(p, "litellm_request", **{
             "gen_ai.operation.name": "acompletion", "gen_ai.system": "openai",
             "gen_ai.request.model": "gpt-4o-mini", "gen_ai.response.model": "gpt-4o-mini",
@@ -171,9 +152,9 @@ def test_litellm_team_metadata_names_the_tenant():
         assert normalize({**call, "litellm.team.metadata": raw}).tenant is None
 
 
-def test_a_team_tenant_the_caller_is_no_member_of_is_not_member(make):
+def test_a_team_tenant_the_caller_is_no_member_of_is_not_member(quick_runtime):
     # carol is a member of globex only: her key's team says acme, so acme does not pay
-    p = make()
+    p = quick_runtime()
     with span(p, "litellm_request", **{
             "gen_ai.operation.name": "acompletion", "gen_ai.request.model": "gpt-4o",
             "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 50,
@@ -209,8 +190,8 @@ def test_openlit_input_and_cache_by_provider(provider, expected):
     assert normalize(attrs, {"telemetry.sdk.name": "opentelemetry"}).input_tokens == 100
 
 
-def test_openlit_anthropic_call_counts_its_cache_as_input(make):
-    p = make(resource=Resource.create({"telemetry.sdk.name": "openlit"}))
+def test_openlit_anthropic_call_counts_its_cache_as_input(quick_runtime):
+    p = quick_runtime(resource=Resource.create({"telemetry.sdk.name": "openlit"}))
     attrs = _openlit_chat("anthropic", **{"gen_ai.request.user": "alice"})
     del attrs["telemetry.sdk.name"]
     with span(p, "chat claude-sonnet-4", **attrs):
@@ -231,8 +212,8 @@ def test_dify_placeholder_workflow_id_is_no_id(placeholder):
     assert (real.kind, real.workflow_id) == (WORKFLOW, "wf-1")
 
 
-def test_dify_app_span_without_workflow_runs_no_workflow(make):
-    p = make()
+def test_dify_app_span_without_workflow_runs_no_workflow(quick_runtime):
+    p = quick_runtime()
     with span(p, "dify.app", **{"dify.workflow_id": "unknown", "user.id": "alice"}):
         with span(p, "llm", **{"gen_ai.span.kind": "LLM", "gen_ai.request.model": "qwen-max",
                                "gen_ai.usage.input_tokens": 30, "gen_ai.usage.output_tokens": 3}):
@@ -264,8 +245,8 @@ def test_generic_names_are_read_only_on_coze_loop_spans():
     assert normalize({"input_tokens": 5, "output_tokens": 5}).has_usage is False
 
 
-def test_coze_loop_js_call_is_counted(make):
-    p = make()
+def test_coze_loop_js_call_is_counted(quick_runtime):
+    p = quick_runtime()
     with span(p, "chat", **{"cozeloop_span_type": "model", "input_tokens": 12,
                             "output_tokens": 5, "model_name": "doubao-pro",
                             "user.id": "bob"}):
@@ -287,10 +268,10 @@ def _under_coze_baggages(user_id: str):
     return otel_context.attach(otel_trace.set_span_in_context(NonRecordingSpan(parent)))
 
 
-def test_coze_loop_js_caller_comes_from_the_tracestate(make):
+def test_coze_loop_js_caller_comes_from_the_tracestate(quick_runtime):
     from opentelemetry import context as otel_context
 
-    p = make()
+    p = quick_runtime()
     token = _under_coze_baggages("bob")
     try:
         with span(p, "chat.model", **{"cozeloop_span_type": "model", "input_tokens": 12,
@@ -303,10 +284,10 @@ def test_coze_loop_js_caller_comes_from_the_tracestate(make):
     assert p.value("llm_member_tokens_total", tenant="acme", member="bob", type="input") == 12
 
 
-def test_the_tracestate_names_a_caller_of_coze_loop_js_spans_only(make):
+def test_the_tracestate_names_a_caller_of_coze_loop_js_spans_only(quick_runtime):
     from opentelemetry import context as otel_context
 
-    p = make()
+    p = quick_runtime()
     token = _under_coze_baggages("bob")
     try:  # not a Coze Loop JS span: a tracestate key user_id is someone else's
         with span(p, "chat qwen-max", **{"gen_ai.operation.name": "chat",
@@ -350,8 +331,8 @@ def test_reasoning_token_names(name):
     assert (record.output_tokens, record.reasoning_tokens) == (50, 30)
 
 
-def test_reasoning_tokens_are_output_and_counted_on_their_own(make):
-    p = make()
+def test_reasoning_tokens_are_output_and_counted_on_their_own(quick_runtime):
+    p = quick_runtime()
     with span(p, "chat o3", **{"gen_ai.operation.name": "chat", "gen_ai.request.model": "o3",
                                "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 50,
                                "gen_ai.usage.reasoning.output_tokens": 30, "user.id": "alice"}):
@@ -369,9 +350,9 @@ def _agent(p, **attrs):
         "user.id": "alice", **attrs})
 
 
-def test_remote_agent_usage_counts_as_the_agents_call(make):
+def test_remote_agent_usage_counts_as_the_agents_call(quick_runtime):
     """Bedrock Agents / Azure AI Foundry: the usage sits on invoke_agent, no call below."""
-    p = make()
+    p = quick_runtime()
     with _agent(p, **{"gen_ai.provider.name": "aws.bedrock",
                       "gen_ai.request.model": "claude-sonnet-4",
                       "gen_ai.usage.input_tokens": 500, "gen_ai.usage.output_tokens": 70}):
@@ -387,8 +368,8 @@ def test_remote_agent_usage_counts_as_the_agents_call(make):
     assert unclassified(p) == {"unknown_kind": 0, "tool_span": 0, "workflow_span": 0}
 
 
-def test_agent_usage_over_model_calls_is_a_rollup(make):
-    p = make()
+def test_agent_usage_over_model_calls_is_a_rollup(quick_runtime):
+    p = quick_runtime()
     with _agent(p, **{"gen_ai.usage.input_tokens": 130, "gen_ai.usage.output_tokens": 13}):
         with span(p, "chain", **{"openinference.span.kind": "CHAIN",
                                  "llm.token_count.prompt": 130,
@@ -405,8 +386,8 @@ def test_agent_usage_over_model_calls_is_a_rollup(make):
     assert unclassified(p) == {"unknown_kind": 0, "tool_span": 0, "workflow_span": 0}
 
 
-def test_nested_remote_agents_count_the_innermost_usage_once(make):
-    p = make()
+def test_nested_remote_agents_count_the_innermost_usage_once(quick_runtime):
+    p = quick_runtime()
     with _agent(p, **{"gen_ai.usage.input_tokens": 90, "gen_ai.usage.output_tokens": 9}):
         with span(p, "invoke_agent helper", **{
                 "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": "helper",
@@ -422,9 +403,9 @@ def test_nested_remote_agents_count_the_innermost_usage_once(make):
                    type="input") == 60
 
 
-def test_usage_on_spans_that_are_no_model_call_is_unclassified(make):
+def test_usage_on_spans_that_are_no_model_call_is_unclassified(quick_runtime):
     """tokens in = attributed + unattributed + unclassified."""
-    p = make()
+    p = quick_runtime()
     with span(p, "root", **{"user.id": "alice"}):
         with span(p, "ai.generateText", **{"ai.operationId": "ai.generateText",
                                            "ai.usage.inputTokens": 70,
@@ -490,9 +471,9 @@ def test_metadata_json_is_parsed_only_when_it_can_name_a_missing_field(monkeypat
     assert len(calls) == 1  # once for both fields
 
 
-def test_pydantic_ai_metadata_written_when_the_agent_span_ends_counts(make):
+def test_pydantic_ai_metadata_written_when_the_agent_span_ends_counts(quick_runtime):
     """The run's metadata is set on the agent span after its model call ended."""
-    p = make()
+    p = quick_runtime()
     attrs = {k: v for k, v in PYDANTIC_AI_AGENT.items() if k != "metadata"}
     with span(p, "invoke_agent support-bot", **attrs) as agent:
         with span(p, "chat gpt-4o", **{"gen_ai.operation.name": "chat",
@@ -534,8 +515,8 @@ def test_a_langgraph_node_agent_by_its_name_only_is_no_agent():
     assert normalize({**LANGGRAPH_NODE, "metadata": "{not json"}, name="agent").kind == AGENT
 
 
-def test_a_langgraph_run_inside_an_agent_span_counts_one_invocation(make):
-    p = make()
+def test_a_langgraph_run_inside_an_agent_span_counts_one_invocation(quick_runtime):
+    p = quick_runtime()
     with span(p, "support-bot", **{"openinference.span.kind": "AGENT",
                                    "agent.name": "support-bot"}):
         with span(p, "LangGraph", **{"openinference.span.kind": "CHAIN",
@@ -569,9 +550,9 @@ def _requests(p) -> int:
     return int(p.value("llm_model_requests_total", tenant="acme", model="gpt-4o", outcome="ok"))
 
 
-def test_a_model_call_inside_a_model_call_that_repeats_its_usage_counts_once(make):
+def test_a_model_call_inside_a_model_call_that_repeats_its_usage_counts_once(quick_runtime):
     # OpenLIT's LangChain span is current while its OpenAI span runs: both report the call
-    p = make()
+    p = quick_runtime()
     with span(p, "agent", **{"gen_ai.operation.name": "invoke_agent",
                              "gen_ai.agent.id": "support-bot", "enduser.id": "alice"}):
         with _model(p, "chat ChatOpenAI", (100, 50), **{"telemetry.sdk.name": "openlit"}):
@@ -584,9 +565,9 @@ def test_a_model_call_inside_a_model_call_that_repeats_its_usage_counts_once(mak
                    type="input") == 100
 
 
-def test_a_model_call_with_usage_around_one_without_still_counts_its_usage(make):
+def test_a_model_call_with_usage_around_one_without_still_counts_its_usage(quick_runtime):
     # the outer call's usage is the only one: it counts (and so does the request inside)
-    p = make()
+    p = quick_runtime()
     with span(p, "root", **{"enduser.id": "alice"}):
         with _model(p, "chat outer", (100, 50)):
             with _model(p, "chat inner", None):
@@ -596,8 +577,8 @@ def test_a_model_call_with_usage_around_one_without_still_counts_its_usage(make)
     assert _requests(p) == 2
 
 
-def test_sibling_model_calls_each_count(make):
-    p = make()
+def test_sibling_model_calls_each_count(quick_runtime):
+    p = quick_runtime()
     with span(p, "root", **{"enduser.id": "alice"}):
         with _model(p, "chat 1", (100, 50)):
             pass

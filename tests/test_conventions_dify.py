@@ -16,7 +16,6 @@ from __future__ import annotations
 import pytest
 
 from otel_processor.conventions import OTHER, WORKFLOW, normalize
-from tests.conftest import RUNTIMES
 
 TENANT = "6f1c0a52-7b3e-4c1d-9a8e-0d2b5e4f3a10"      # a Dify workspace id
 ALICE = "0a8d2f3e-1c4b-4e5f-8a9b-7c6d5e4f3a21"       # a Dify account id
@@ -40,21 +39,12 @@ workflows:
 """
 
 
-@pytest.fixture(params=sorted(RUNTIMES))
-def make(request, tmp_path):
+@pytest.fixture
+def make(quick_runtime, tmp_path):
+    """``quick_runtime`` on the Dify directory."""
     path = tmp_path / "directory.yaml"
     path.write_text(DIRECTORY)
-    made = []
-
-    def factory():
-        kwargs = {"trace_idle_timeout": 0.3} if request.param == "service" else {}
-        p = RUNTIMES[request.param](directory=path, **kwargs)
-        made.append(p)
-        return p
-
-    yield factory
-    for p in made:
-        p.close()
+    return lambda: quick_runtime(directory=path)
 
 
 def _ids(app: str, workflow_id: str) -> dict:

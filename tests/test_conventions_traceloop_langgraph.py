@@ -23,7 +23,6 @@ from __future__ import annotations
 import pytest
 
 from otel_processor.conventions import AGENT, MODEL, OTHER, TOOL, WORKFLOW, normalize
-from tests.conftest import RUNTIMES
 
 RUN_ID = "01a232aa-39da-763d-9a1c-f245680cb72b"
 ALICE = {"traceloop.association.properties.user_id": "alice",
@@ -108,23 +107,6 @@ def test_the_applications_own_agent_and_workflow_spans_still_count():
 # -- both runtimes, exact numbers --------------------------------------------------------------
 
 
-@pytest.fixture(params=sorted(RUNTIMES))
-def runtime(request):
-    """A factory of pipelines on each runtime; the service closes an idle trace after 0.3 s
-    (the tests wait for the trace to close: counted in full)."""
-    made = []
-
-    def factory(**kwargs):
-        if request.param == "service":
-            kwargs.setdefault("trace_idle_timeout", 0.3)
-        made.append(RUNTIMES[request.param](**kwargs))
-        return made[-1]
-
-    yield factory
-    for p in made:
-        p.close()
-
-
 def span(p, name: str, attrs: dict):
     return p.tracer.start_as_current_span(name, attributes=attrs)
 
@@ -149,8 +131,8 @@ def samples(p, metric: str) -> dict[tuple, float]:
 
 
 @pytest.mark.parametrize("graph", ["LangGraph", "support-bot"])
-def test_a_bare_graph_run_counts_its_calls_and_no_agent_or_workflow(runtime, graph):
-    p = runtime()
+def test_a_bare_graph_run_counts_its_calls_and_no_agent_or_workflow(quick_runtime, graph):
+    p = quick_runtime()
     run_graph(p, graph)
     p.wait_closed(1)
 
@@ -165,8 +147,8 @@ def test_a_bare_graph_run_counts_its_calls_and_no_agent_or_workflow(runtime, gra
     assert samples(p, "llm_unattributed_tokens_total") == {}
 
 
-def test_a_graph_inside_an_agent_is_that_agent_invoked_once(runtime):
-    p = runtime()
+def test_a_graph_inside_an_agent_is_that_agent_invoked_once(quick_runtime):
+    p = quick_runtime()
     decorated = {"gen_ai.agent.name": "support-bot", "traceloop.span.kind": "agent",
                  "traceloop.entity.name": "support-bot", **ALICE}
     with span(p, "support-bot.agent", decorated):
@@ -182,8 +164,8 @@ def test_a_graph_inside_an_agent_is_that_agent_invoked_once(runtime):
     assert samples(p, "llm_workflow_tokens_total") == {}
 
 
-def test_a_graph_inside_a_workflow_is_that_workflow_run_once(runtime):
-    p = runtime()
+def test_a_graph_inside_a_workflow_is_that_workflow_run_once(quick_runtime):
+    p = quick_runtime()
     decorated = {"traceloop.span.kind": "workflow", "traceloop.entity.name": "summarize",
                  "traceloop.workflow.name": "summarize", **ALICE}
     with span(p, "summarize.workflow", decorated):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,32 @@ def describe(span: ReadableSpan) -> str:
     return f"  {span.name} [{span.context.span_id:016x} <- {parent}] {keep}"
 
 
+class AppSpans:
+    """The application's own spans, on ``self.tracer``: an agent, a workflow (a chat
+    workflow with ``chatflow=True``), a tool, or any span."""
+
+    tracer: Any
+
+    @contextmanager
+    def span(self, name: str, **attributes: Any) -> Iterator[None]:
+        with self.tracer.start_as_current_span(name, attributes=attributes):
+            yield
+
+    def agent(self, agent_id: str, **attributes: Any):
+        attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": agent_id}
+        return self.span(f"invoke_agent {agent_id}", **attrs, **attributes)
+
+    def workflow(self, workflow_id: str, chatflow: bool = False, **attributes: Any):
+        attrs = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.id": workflow_id}
+        if chatflow:
+            attrs["gen_ai.workflow.type"] = "chatflow"
+        return self.span(f"invoke_workflow {workflow_id}", **attrs, **attributes)
+
+    def tool(self, name: str):
+        attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name}
+        return self.span(f"execute_tool {name}", **attrs)
+
+
 class Relay(SpanProcessor):
     """Forwards to the current test's processors.
 
@@ -241,17 +268,28 @@ class Exporter:
 
 
 class Pipeline:
-    """A real TracerProvider with our processor (fresh registry) and a span capture."""
+    """A real TracerProvider with a span capture and one runtime behind it (fresh registry):
+    ``in_process``, our processor; ``service``, an OTLP/HTTP exporter to an
+    :class:`Exporter` of its own."""
 
     def __init__(
         self,
         resource: dict[str, Any] | None = None,
         provider_class: type[TracerProvider] = TracerProvider,
+        runtime: str = "in_process",
     ) -> None:
-        self.registry = CollectorRegistry()
-        self.processor = TokenAttributionProcessor(
-            directory=str(DIRECTORY), prices=None, registry=self.registry
-        )
+        self._exporter: Exporter | None = None
+        if runtime == "in_process":
+            self.registry = CollectorRegistry()
+            self.processor: SpanProcessor = TokenAttributionProcessor(
+                directory=str(DIRECTORY), prices=None, registry=self.registry
+            )
+        elif runtime == "service":
+            self._exporter = Exporter()
+            self.registry = self._exporter.registry
+            self.processor = self._exporter.span_processor()
+        else:
+            raise ValueError(f"unknown runtime {runtime!r}")
         self.captured = InMemorySpanExporter()
         self.provider = provider_class(
             resource=Resource.create({"service.name": "instrumentation-tests", **(resource or {})})
@@ -262,15 +300,23 @@ class Pipeline:
         self.readout = Readout(self.registry, self.captured)
 
     def check(self, expected: dict[str, dict[tuple[str, ...], int]]) -> None:
-        self.provider.force_flush()
+        # in_process: the processor counts on its worker; service: the exporter is
+        # synchronous and the service answers an export once it has counted it.
+        assert self.provider.force_flush(10_000)
         self.readout.check(expected)
 
     def series(self, metric: str) -> dict[tuple[str, ...], float]:
-        self.provider.force_flush()
+        assert self.provider.force_flush(10_000)
         return self.readout.series(metric)
+
+    def spans(self, name: str) -> list[ReadableSpan]:
+        assert self.provider.force_flush(10_000)
+        return [s for s in self.captured.get_finished_spans() if s.name == name]
 
     def close(self) -> None:
         self.provider.shutdown()
+        if self._exporter is not None:
+            self._exporter.close()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -288,7 +334,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 
 @pytest.fixture
 def pipeline() -> Iterator[Any]:
-    """``pipeline(resource=None, provider_class=TracerProvider) -> Pipeline``, closed after."""
+    """``pipeline(resource=None, provider_class=TracerProvider, runtime="in_process")
+    -> Pipeline``, closed after."""
     made: list[Pipeline] = []
 
     def make(**kwargs: Any) -> Pipeline:

@@ -21,20 +21,14 @@ real ``llm-token-exporter serve`` on 127.0.0.1).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, TypedDict
 
 import pytest
-from langchain_openai import ChatOpenAI
-from langgraph.graph import END, START, StateGraph
 from openinference.instrumentation import using_attributes
 from openinference.instrumentation.langchain import LangChainInstrumentor
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.fakes.openai_server import FakeOpenAIServer, Usage
-from tests.instrumentation.conftest import USAGE, Exporter, Readout, io
+from tests.instrumentation.conftest import USAGE, Pipeline, io
+from tests.instrumentation.langgraph_app import model, support_graph
 
 pytestmark = pytest.mark.instrumentation
 
@@ -48,84 +42,15 @@ def fake_openai() -> Iterator[FakeOpenAIServer]:
         yield server
 
 
-class Runtime:
-    """A tracer provider LangChain's instrumentor writes to, and our counters' registry."""
-
-    def __init__(self, runtime: str, pipeline_factory: Any) -> None:
-        self.captured = InMemorySpanExporter()
-        self._server = None
-        if runtime == "in_process":
-            p = pipeline_factory()
-            self.provider = p.provider
-            self.registry = p.registry
-            self.captured = p.captured
-        else:
-            self._server = Exporter()
-            self.registry = self._server.registry
-            self.provider = TracerProvider(
-                resource=Resource.create({"service.name": "instrumentation-tests"})
-            )
-            self.provider.add_span_processor(
-                self._server.span_processor()
-            )
-            self.provider.add_span_processor(SimpleSpanProcessor(self.captured))
-        self.tracer = self.provider.get_tracer("tests.instrumentation")
-        self.readout = Readout(self.registry, self.captured)
-
-    def check(self, expected: dict[str, dict[tuple[str, ...], int]]) -> None:
-        assert self.provider.force_flush(10_000)
-        self.readout.check(expected)
-
-    def spans(self, name: str) -> list[Any]:
-        assert self.provider.force_flush(10_000)
-        return [s for s in self.captured.get_finished_spans() if s.name == name]
-
-    def close(self) -> None:
-        if self._server is not None:
-            self.provider.shutdown()
-            self._server.close()
-
-
 @pytest.fixture(params=["in_process", "service"])
-def runtime(request, pipeline) -> Iterator[Runtime]:
-    made = Runtime(request.param, pipeline)
+def runtime(request, pipeline) -> Iterator[Pipeline]:
+    made = pipeline(runtime=request.param)  # closed by the pipeline fixture
     instrumentor = LangChainInstrumentor()
     instrumentor.instrument(tracer_provider=made.provider)
     try:
         yield made
     finally:
         instrumentor.uninstrument()
-        made.close()
-
-
-def model(fake: FakeOpenAIServer, name: str = "gpt-4o", usage: Usage | None = None) -> ChatOpenAI:
-    """``usage`` overrides the fake server's numbers for the model."""
-    return ChatOpenAI(
-        model=name, base_url=fake.base_url, api_key="x", max_retries=0,
-        default_headers=usage.header() if usage else None,
-    )
-
-
-class State(TypedDict, total=False):
-    question: str
-    answer: str
-
-
-def support_graph(fake: FakeOpenAIServer, name: str | None = None) -> Any:
-    """START -> support-bot (gpt-4o) -> agent (gpt-4o-mini) -> END; both nodes call a model.
-
-    The node "agent" is what LangGraph's prebuilt agents call their model node:
-    OpenInference makes it an AGENT span, by its name alone."""
-    def node(llm: ChatOpenAI) -> Any:
-        return lambda state: {"answer": llm.invoke(state["question"]).content}
-
-    graph = StateGraph(State)
-    graph.add_node("support-bot", node(model(fake)))
-    graph.add_node("agent", node(model(fake, "gpt-4o-mini")))
-    graph.add_edge(START, "support-bot")
-    graph.add_edge("support-bot", "agent")
-    graph.add_edge("agent", END)
-    return graph.compile(name=name) if name else graph.compile()
 
 
 BOTH_NODES = {

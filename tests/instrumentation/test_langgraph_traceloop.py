@@ -37,12 +37,10 @@ os.environ.setdefault("TRACELOOP_METRICS_ENABLED", "false")
 os.environ.setdefault("TRACELOOP_TELEMETRY", "false")
 
 from collections.abc import Iterator  # noqa: E402
-from typing import Any, TypedDict  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
-from langchain_openai import ChatOpenAI  # noqa: E402
-from langgraph.graph import END, START, StateGraph  # noqa: E402
 from opentelemetry import context as otel_context  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace import SpanProcessor  # noqa: E402
@@ -56,8 +54,8 @@ from traceloop.sdk.decorators import agent, workflow  # noqa: E402
 from traceloop.sdk.instruments import Instruments  # noqa: E402
 
 from otel_processor import TokenAttributionProcessor  # noqa: E402
-from tests.fakes.openai_server import FakeOpenAIServer, Usage  # noqa: E402
 from tests.instrumentation.conftest import CACHED, DIRECTORY, Exporter, Readout, Relay, chat, io  # noqa: E402
+from tests.instrumentation.langgraph_app import model, support_graph  # noqa: E402
 
 pytestmark = pytest.mark.instrumentation
 
@@ -135,35 +133,6 @@ def as_caller(user: str | None = None, tenant: str | None = None) -> None:
     if tenant is not None:
         props["tenant_id"] = tenant
     Traceloop.set_association_properties(props)
-
-
-def model(fake: FakeOpenAIServer, name: str = "gpt-4o", usage: Usage | None = None) -> ChatOpenAI:
-    """``usage`` overrides the fake server's numbers for the model."""
-    return ChatOpenAI(
-        model=name, base_url=fake.base_url, api_key="x", max_retries=0,
-        default_headers=usage.header() if usage else None,
-    )
-
-
-class State(TypedDict, total=False):
-    question: str
-    answer: str
-
-
-def support_graph(fake: FakeOpenAIServer, name: str | None = None) -> Any:
-    """START -> support-bot (gpt-4o) -> agent (gpt-4o-mini) -> END; both nodes call a model.
-
-    The node "agent" is what LangGraph's prebuilt agents call their model node."""
-    def node(llm: ChatOpenAI) -> Any:
-        return lambda state: {"answer": llm.invoke(state["question"]).content}
-
-    graph = StateGraph(State)
-    graph.add_node("support-bot", node(model(fake)))
-    graph.add_node("agent", node(model(fake, "gpt-4o-mini")))
-    graph.add_edge(START, "support-bot")
-    graph.add_edge("support-bot", "agent")
-    graph.add_edge("agent", END)
-    return graph.compile(name=name) if name else graph.compile()
 
 
 def both_nodes(tenant: str = "acme", member: str = "alice", runs: int = 1) -> dict:

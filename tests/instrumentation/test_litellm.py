@@ -65,6 +65,7 @@ from tests.instrumentation.conftest import (  # noqa: E402
     CACHED,
     MESSAGES,
     USAGE,
+    AppSpans,
     Exporter,
     Readout,
     io,
@@ -144,7 +145,7 @@ class _Gate(CustomLogger):
         assert self.open.wait(30), "the test never opened the gate"
 
 
-class LiteLLM:
+class LiteLLM(AppSpans):
     """LiteLLM's OpenTelemetry callback on one runtime, the application's tracer, and the
     calls, all against the fake OpenAI server.
 
@@ -248,27 +249,6 @@ class LiteLLM:
             yield
         finally:
             self.gate.open.set()
-
-    # -- the application's spans -----------------------------------------------------------
-
-    @contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[None]:
-        with self.tracer.start_as_current_span(name, attributes=attributes):
-            yield
-
-    def agent(self, agent_id: str, **attributes: Any):
-        attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": agent_id}
-        return self.span(f"invoke_agent {agent_id}", **attrs, **attributes)
-
-    def workflow(self, workflow_id: str, chatflow: bool = False, **attributes: Any):
-        attrs = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.id": workflow_id}
-        if chatflow:
-            attrs["gen_ai.workflow.type"] = "chatflow"
-        return self.span(f"invoke_workflow {workflow_id}", **attrs, **attributes)
-
-    def tool(self, name: str):
-        attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name}
-        return self.span(f"execute_tool {name}", **attrs)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -32,7 +32,6 @@ os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
 import json  # noqa: E402
 import tempfile  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
 import anthropic  # noqa: E402
@@ -57,6 +56,7 @@ from tests.instrumentation.conftest import (  # noqa: E402
     CACHED,
     DIRECTORY,
     MESSAGES,
+    AppSpans,
     Exporter,
     Readout,
     Relay,
@@ -115,7 +115,7 @@ def claude(fake_anthropic: FakeAnthropicServer) -> anthropic.Anthropic:
     )
 
 
-class Runtime:
+class Runtime(AppSpans):
     """The relay's targets for one runtime, the application's tracer, and the readout."""
 
     def __init__(self, runtime: str, relay: Relay) -> None:
@@ -149,27 +149,6 @@ class Runtime:
             self.processor.shutdown()
         if self._server is not None:
             self._server.close()
-
-    # -- the application's own spans -----------------------------------------------------
-
-    @contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[None]:
-        with self.tracer.start_as_current_span(name, attributes=attributes):
-            yield
-
-    def agent(self, agent_id: str, **attributes: Any):
-        attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.id": agent_id}
-        return self.span(f"invoke_agent {agent_id}", **attrs, **attributes)
-
-    def workflow(self, workflow_id: str, chatflow: bool = False, **attributes: Any):
-        attrs = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.id": workflow_id}
-        if chatflow:
-            attrs["gen_ai.workflow.type"] = "chatflow"
-        return self.span(f"invoke_workflow {workflow_id}", **attrs, **attributes)
-
-    def tool(self, name: str):
-        attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name}
-        return self.span(f"execute_tool {name}", **attrs)
 
 
 @pytest.fixture(params=["in_process", "service"])

@@ -20,14 +20,9 @@ Runtimes:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic_ai import Agent
 from pydantic_ai.capabilities import Instrumentation
 from pydantic_ai.models.instrumented import InstrumentationSettings
@@ -35,54 +30,17 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 from tests.fakes.openai_server import FakeOpenAIServer, Usage
-from tests.instrumentation.conftest import CACHED, Exporter, Readout, describe, io
+from tests.instrumentation.conftest import CACHED, Pipeline, describe, io
 
 pytestmark = pytest.mark.instrumentation
 
 
-class Runtime:
-    """A tracer provider that pydantic-ai writes to, and the registry our counters land in."""
-
-    def __init__(self, runtime: str, pipeline_factory: Any) -> None:
-        self.captured = InMemorySpanExporter()
-        self._server = None
-        if runtime == "in_process":
-            p = pipeline_factory()
-            self.provider = p.provider
-            self.registry = p.registry
-            self.captured = p.captured
-        else:
-            self._server = Exporter()
-            self.registry = self._server.registry
-            self.provider = TracerProvider(
-                resource=Resource.create({"service.name": "instrumentation-tests"})
-            )
-            self.provider.add_span_processor(
-                self._server.span_processor()
-            )
-            self.provider.add_span_processor(SimpleSpanProcessor(self.captured))
-        self.readout = Readout(self.registry, self.captured)
-
-    def check(self, expected: dict[str, dict[tuple[str, ...], int]]) -> None:
-        assert self.provider.force_flush(10_000)
-        self.readout.check(expected)
-
-    def close(self) -> None:
-        if self._server is not None:
-            self.provider.shutdown()
-            self._server.close()
-
-
 @pytest.fixture(params=["in_process", "service"])
-def runtime(request, pipeline) -> Iterator[Runtime]:
-    made = Runtime(request.param, pipeline)
-    try:
-        yield made
-    finally:
-        made.close()
+def runtime(request, pipeline) -> Pipeline:
+    return pipeline(runtime=request.param)  # closed by the pipeline fixture
 
 
-def make_agent(runtime: Runtime, fake: FakeOpenAIServer, name: str = "support-bot") -> Agent:
+def make_agent(runtime: Pipeline, fake: FakeOpenAIServer, name: str = "support-bot") -> Agent:
     """``Agent('openai:gpt-4o')``, its OpenAI provider pointed at the fake server."""
     model = OpenAIChatModel(
         "gpt-4o",
@@ -106,7 +64,7 @@ def run(agent: Agent, usage: Usage | None = None, **metadata: str) -> Any:
     )
 
 
-def _agent_span(runtime: Runtime) -> Any:
+def _agent_span(runtime: Pipeline) -> Any:
     spans = [
         s for s in runtime.captured.get_finished_spans()
         if (s.attributes or {}).get("gen_ai.operation.name") == "invoke_agent"
