@@ -512,6 +512,23 @@ def _is_framework_span(found: Mapping) -> bool:
     return type(provider) is str and provider.strip().lower() in FRAMEWORK_PROVIDERS
 
 
+def _no_asset(kind: str, found: Mapping, name: str | None) -> bool:
+    """Whether an agent or workflow span stands for no agent or workflow of the platform, but
+    for a framework's or an SDK's own span (context only; docs/attribution.md):
+
+    - a LangGraph node that OpenInference marks AGENT only because its run name contains
+      "agent" (no agent id);
+    - LangChain's or LangGraph's own graph, chain or node span (provider ``langchain`` /
+      ``langgraph``: traceloop's ``invoke_agent <graph>``, ``<graph>.workflow``);
+    - AI SDK 7's ``invoke_agent {model}`` around each call (no agent id, named after its
+      own model).
+    """
+    if _is_framework_span(found):
+        return True
+    return kind == AGENT and "agent_id" not in found and (
+        _is_langgraph_node(found) or _named_after_its_model(found, name))
+
+
 def _openinference_model(found: Mapping) -> str | None:
     doc = _json_object(found.get("oi_parameters"), '"model"')
     return None if doc is None else _ident({"model": doc.get("model")}, "model")
@@ -682,12 +699,8 @@ def _record(found, res_caller, res_tenant, error, duration_ns, name, end_ns, ope
     if "dify_workflow" in found:
         found = _without_placeholder(found)
     kind = kind_of(found)
-    if kind == AGENT and "agent_id" not in found and _is_langgraph_node(found):
-        kind = OTHER  # AGENT by its run name only (docs/attribution.md, LangChain)
-    if (kind == AGENT or kind == WORKFLOW) and _is_framework_span(found):
-        kind = OTHER  # LangChain's / LangGraph's own graph, chain or node span (traceloop)
-    if kind == AGENT and "agent_id" not in found and _named_after_its_model(found, name):
-        kind = OTHER  # AI SDK 7's `invoke_agent {model}` call span (docs/attribution.md)
+    if (kind == AGENT or kind == WORKFLOW) and _no_asset(kind, found, name):
+        kind = OTHER
     caller = (_ident(found, "caller") if "caller" in found else None)
     tenant = (_ident(found, "tenant") if "tenant" in found else None)
     if "metadata" in found and (caller is None or tenant is None):
